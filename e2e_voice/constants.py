@@ -1,0 +1,18 @@
+"""Constants shared by every layer of the package."""
+
+from pathlib import Path
+
+SAMPLE_RATE = 24_000
+"""Audio sample rate of the codec, the models and the server, in Hz."""
+
+FRAME_RATE = 12.5
+"""Codec frame rate in Hz: one frame every 80 ms."""
+
+FRAME_SIZE = int(SAMPLE_RATE / FRAME_RATE)
+"""Samples per codec frame (1920 = 80 ms at 24 kHz)."""
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""Root of the source checkout (the package is installed in editable mode)."""
+
+CONFIG_DIR = REPO_ROOT / "configs"
+"""Hydra configuration directory."""

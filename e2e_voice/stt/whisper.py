@@ -1,0 +1,102 @@
+"""faster-whisper transcription and word error rate."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from e2e_voice.assets.registry import resolve
+from e2e_voice.audio.io import resample
+
+WHISPER_RATE = 16_000
+
+_NUMBERS = {
+    "0": "zero",
+    "1": "one",
+    "2": "two",
+    "3": "three",
+    "4": "four",
+    "5": "five",
+    "6": "six",
+    "7": "seven",
+    "8": "eight",
+    "9": "nine",
+    "10": "ten",
+    "11": "eleven",
+    "12": "twelve",
+}
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, spell out small numbers, drop punctuation and collapse spaces (for WER).
+
+    A lighter cousin of Whisper's English normaliser: enough for read speech of short sentences.
+    """
+    text = text.lower().replace("’", "'")
+    text = re.sub(r"[\[\(<][^\]\)>]*[\]\)>]", " ", text)  # [music], (laughs), <unk>
+    text = re.sub(r"\b(\d{1,2})\b", lambda m: _NUMBERS.get(m.group(1), m.group(1)), text)
+    text = re.sub(r"[^a-z0-9' ]+", " ", text)
+    text = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", text)
+    return " ".join(text.split())
+
+
+def word_error_rate(references: list[str] | str, hypotheses: list[str] | str) -> float:
+    """Corpus WER after :func:`normalize_text` (errors over reference words, via jiwer)."""
+    import jiwer
+
+    refs = [references] if isinstance(references, str) else list(references)
+    hyps = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    refs_n = [normalize_text(r) for r in refs]
+    hyps_n = [normalize_text(h) for h in hyps]
+    if not any(refs_n):
+        raise ValueError("all references are empty after normalisation; WER is undefined")
+    pairs = [(r, h) for r, h in zip(refs_n, hyps_n) if r]
+    return float(jiwer.wer([r for r, _ in pairs], [h or "" for _, h in pairs]))
+
+
+@dataclass
+class WhisperSTT:
+    """A faster-whisper model resolved through the registry.
+
+    Args:
+        model: registry name (``whisper-base`` in the offline bundle; ``whisper-small`` by path or hub).
+        model_path: explicit CTranslate2 model directory, wins over ``model``.
+        compute_type: CTranslate2 compute type (``int8`` is fastest on CPU).
+        device: ``cpu`` or ``cuda``.
+        language: fixed language code, or None to detect.
+        beam_size: 1 is greedy decoding.
+        threads: CPU threads (0 lets CTranslate2 choose).
+    """
+
+    model: str = "whisper-base"
+    model_path: str | None = None
+    compute_type: str = "int8"
+    device: str = "cpu"
+    language: str | None = "en"
+    beam_size: int = 1
+    threads: int = 0
+    _model: Any = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        from faster_whisper import WhisperModel
+
+        path = resolve(self.model, self.model_path)
+        self._model = WhisperModel(
+            str(path), device=self.device, compute_type=self.compute_type, cpu_threads=self.threads
+        )
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
+        """Transcribe mono float audio (``[T]`` or ``[1, T]``) at any rate; returns the text."""
+        mono = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if mono.size == 0:
+            raise ValueError("cannot transcribe empty audio")
+        mono = resample(mono, sample_rate, WHISPER_RATE)
+        segments, _ = self._model.transcribe(
+            mono, beam_size=self.beam_size, language=self.language, condition_on_previous_text=False
+        )
+        return " ".join(s.text.strip() for s in segments).strip()

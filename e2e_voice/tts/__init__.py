@@ -1,0 +1,1 @@
+"""Text-to-speech engines used for data generation, the cascade baseline and the demo."""

@@ -1,0 +1,43 @@
+"""Test helpers: tiny real wheels for bundle tests, and espeak-ng speech."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from e2e_voice.audio.io import resample
+from e2e_voice.constants import SAMPLE_RATE
+from e2e_voice.tts import espeak
+
+
+def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes]) -> Path:
+    """Write a minimal, valid pure-Python wheel holding ``files`` (paths relative to the wheel root)."""
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    entries = dict(files)
+    entries[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    entries[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    record = []
+    for path, data in entries.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    entries[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, data in entries.items():
+            zf.writestr(path, data)
+    return wheel
+
+
+def espeak_speech(text: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 speech of ``text`` from espeak-ng, at ``sample_rate``."""
+    audio, sr = espeak.synthesize(text)
+    return resample(audio, sr, sample_rate)

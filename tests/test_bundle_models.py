@@ -1,0 +1,91 @@
+"""The offline bundle's real models load and do their job (installed by `make models`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from e2e_voice.assets.registry import check_model_dir, model_dir, resolve, resolve_file
+from e2e_voice.assets.specs import MODELS
+from e2e_voice.audio.io import resample
+from e2e_voice.constants import SAMPLE_RATE
+from e2e_voice.stt.whisper import WhisperSTT, word_error_rate
+from tests.helpers import espeak_speech
+
+pytestmark = pytest.mark.slow
+
+SENTENCES = [
+    "The weather is nice today, so we should go for a walk in the park.",
+    "Please remember to turn off the lights when you leave the room.",
+]
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperSTT:
+    return WhisperSTT("whisper-base")
+
+
+@pytest.mark.parametrize("name", [n for n, s in MODELS.items() if s.in_bundle])
+def test_bundle_intact(name: str) -> None:
+    check_model_dir(MODELS[name], model_dir(name), full=True)
+
+
+def test_whisper_transcribes_espeak(whisper: WhisperSTT) -> None:
+    hyps = [whisper.transcribe(espeak_speech(s), SAMPLE_RATE) for s in SENTENCES]
+    # espeak-ng is robotic; Whisper base reads it at ~13% WER (shared/ANCHORS.md).
+    assert word_error_rate(SENTENCES, hyps) < 0.3, hyps
+
+
+def test_kokoro_speaks_english(whisper: WhisperSTT) -> None:
+    from e2e_voice.tts.kokoro import KokoroTTS
+
+    tts = KokoroTTS(voice="jm_kumo")
+    audio = tts.synthesize(SENTENCES[0])
+    assert tts.sample_rate == SAMPLE_RATE
+    seconds = len(audio) / SAMPLE_RATE
+    assert 2.0 < seconds < 8.0, seconds
+    assert np.sqrt(np.mean(audio**2)) > 0.01  # not silent
+    assert word_error_rate(SENTENCES[0], whisper.transcribe(audio, SAMPLE_RATE)) < 0.15
+
+
+def test_kokoro_bad_voice() -> None:
+    from e2e_voice.tts.kokoro import KokoroTTS
+
+    with pytest.raises(ValueError, match=r"unknown Kokoro voice 'nobody'.*jm_kumo"):
+        KokoroTTS(voice="nobody")
+
+
+def test_smollm2_generates() -> None:
+    from e2e_voice.text.llm import ChatLM
+
+    lm = ChatLM(max_new_tokens=24)
+    answer = lm.reply("What is the capital of France?")
+    assert len(answer.split()) >= 3, answer
+    assert lm.reply("What is the capital of France?") == answer  # greedy is deterministic
+
+
+def test_silero_vad_separates_speech_from_silence() -> None:
+    sess = ort.InferenceSession(str(resolve_file("silero-vad")), providers=["CPUExecutionProvider"])
+
+    def max_prob(audio16k: np.ndarray) -> float:
+        state = np.zeros((2, 1, 128), np.float32)
+        context = np.zeros((1, 64), np.float32)  # silero v5+ expects 64 samples of left context
+        probs = []
+        for i in range(0, len(audio16k) - 511, 512):
+            chunk = np.concatenate([context, audio16k[None, i : i + 512]], axis=1).astype(np.float32)
+            out, state = sess.run(None, {"input": chunk, "state": state, "sr": np.array(16000, np.int64)})
+            context = chunk[:, -64:]
+            probs.append(float(out.reshape(-1)[0]))
+        return max(probs)
+
+    speech = resample(espeak_speech(SENTENCES[1]), SAMPLE_RATE, 16_000)
+    silence = np.random.default_rng(0).normal(0, 1e-3, 16_000 * 2).astype(np.float32)
+    assert max_prob(speech) > 0.8
+    assert max_prob(silence) < 0.2
+
+
+def test_piper_voice_loads() -> None:
+    path = resolve("piper-en-us-joe")
+    sess = ort.InferenceSession(str(path / "en_US-joe-medium.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()][:2] == ["input", "input_lengths"]
