@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from e2e_voice.assets.registry import check_model_dir, model_dir, resolve, resolve_file
+from e2e_voice.assets.registry import check_model_dir, model_dir, resolve_file
 from e2e_voice.assets.specs import MODELS
 from e2e_voice.audio.io import resample
 from e2e_voice.constants import SAMPLE_RATE
@@ -85,7 +85,11 @@ def test_silero_vad_separates_speech_from_silence() -> None:
     assert max_prob(silence) < 0.2
 
 
-def test_piper_voice_loads() -> None:
-    path = resolve("piper-en-us-joe")
-    sess = ort.InferenceSession(str(path / "en_US-joe-medium.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()][:2] == ["input", "input_lengths"]
+def test_piper_speaks_english(whisper: WhisperSTT) -> None:
+    from e2e_voice.tts.piper import PiperTTS
+
+    tts = PiperTTS()
+    audio = tts.synthesize(SENTENCES[1])
+    assert tts.sample_rate == 22_050
+    assert np.sqrt(np.mean(audio**2)) > 0.01
+    assert word_error_rate(SENTENCES[1], whisper.transcribe(audio, tts.sample_rate)) < 0.15

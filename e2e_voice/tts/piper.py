@@ -1,0 +1,87 @@
+"""Piper (VITS) voices on onnxruntime, phonemized with espeak-ng like Piper itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from e2e_voice.assets.registry import resolve
+from e2e_voice.tts.espeak import phonemize
+
+_PAD, _BOS, _EOS = "_", "^", "$"
+
+
+@dataclass
+class PiperTTS:
+    """A Piper voice (default: the bundle's en_US-joe-medium, 22.05 kHz).
+
+    Args:
+        model: registry name of the voice.
+        model_path: explicit ``.onnx`` file or a directory holding one (with its ``.onnx.json``).
+        length_scale: >1 speaks slower.
+        noise_scale: variability of the voice (Piper's default 0.667).
+        noise_w: variability of phoneme durations (Piper's default 0.8).
+        threads: onnxruntime intra-op threads (default: all cores).
+    """
+
+    model: str = "piper-en-us-joe"
+    model_path: str | None = None
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_w: float | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+
+        found = resolve(self.model, self.model_path)
+        onnx_path = found if found.is_file() else next(iter(sorted(Path(found).rglob("*.onnx"))))
+        config = json.loads(Path(str(onnx_path) + ".json").read_text("utf-8"))
+        self.sample_rate: int = int(config["audio"]["sample_rate"])
+        self.voice: str = config.get("espeak", {}).get("voice", "en-us")
+        self.id_map: dict[str, list[int]] = config["phoneme_id_map"]
+        inference = config.get("inference", {})
+        self.scales = np.array(
+            [
+                self.noise_scale if self.noise_scale is not None else inference.get("noise_scale", 0.667),
+                self.length_scale if self.length_scale is not None else inference.get("length_scale", 1.0),
+                self.noise_w if self.noise_w is not None else inference.get("noise_w", 0.8),
+            ],
+            dtype=np.float32,
+        )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads or (os.cpu_count() or 1)
+        self.session = ort.InferenceSession(
+            str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self._multi_speaker = int(config.get("num_speakers", 1)) > 1
+
+    def phoneme_ids(self, text: str) -> list[int]:
+        """Piper's id sequence: BOS, each phoneme followed by PAD, EOS (unknown symbols dropped)."""
+        phonemes = unicodedata.normalize("NFD", phonemize(text, self.voice))
+        ids = [*self.id_map[_BOS], *self.id_map[_PAD]]
+        for ch in phonemes:
+            if ch in self.id_map:
+                ids += [*self.id_map[ch], *self.id_map[_PAD]]
+        ids += self.id_map[_EOS]
+        return ids
+
+    def synthesize(self, text: str, seed: int | None = None) -> np.ndarray:
+        """Synthesize ``text``; returns float32 mono audio at :attr:`sample_rate`."""
+        if not text.strip():
+            raise ValueError("cannot synthesize empty text")
+        ids = self.phoneme_ids(text)
+        feeds: dict[str, np.ndarray] = {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": self.scales,
+        }
+        if self._multi_speaker:
+            feeds["sid"] = np.array([0], dtype=np.int64)
+        audio = self.session.run(None, feeds)[0]
+        return np.asarray(audio, dtype=np.float32).reshape(-1)
