@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup models demo test lint format pytest clean help
+.PHONY: setup models demo test lint format pytest bench clean help
 
 help:
 	@echo "make demo   - set up (first time) and run the offline end-to-end demo"
@@ -11,6 +11,7 @@ help:
 	@echo "make setup  - virtualenv, Python packages, system packages (as root), model bundle"
 	@echo "make models - install or repair the offline model bundle"
 	@echo "make lint   - ruff (lint + format check) and mypy"
+	@echo "make bench  - run every benchmarks/bench_*.py; results in runs/bench/"
 
 setup:
 	@scripts/setup.sh
@@ -35,6 +36,9 @@ pytest: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint pytest
+
+bench: setup
+	@set -e; for b in benchmarks/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b"; done
 
 clean:
 	rm -rf runs outputs .pytest_cache .mypy_cache .ruff_cache
