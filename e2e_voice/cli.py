@@ -15,6 +15,8 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("e2e_voice.assets.cli", "install, list and verify the offline model bundle"),
     "demo": ("e2e_voice.demo", "answer a question offline: LLM -> Kokoro TTS -> codecs -> Whisper WER"),
+    "serve": ("e2e_voice.serve.app", "full-duplex websocket server (moshi protocol) and browser page"),
+    "chat": ("e2e_voice.serve.chat", "talk to a running server with the local microphone and speakers"),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
@@ -22,8 +24,6 @@ PLANNED: dict[str, tuple[int, str]] = {
     "synth-data": (3, "generate the synthetic two-channel dialogue corpus"),
     "train-codec": (4, "train a Mimi codec"),
     "train-lm": (5, "train the joint speech-text model"),
-    "serve": (6, "full-duplex websocket server and browser page"),
-    "chat": (6, "talk to a system with the local microphone"),
     "converse": (6, "play a user recording through a system"),
     "bench": (8, "benchmark the end-to-end model against the cascade"),
     "watermark": (9, "embed and detect audio watermarks"),
