@@ -22,7 +22,22 @@ from tests.serve_helpers import serving
 DELAY = 3
 
 
-_WORDS = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen".split()
+_WORDS = [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+]
 
 
 @functools.cache
@@ -52,7 +67,7 @@ def _lag(x: np.ndarray, y: np.ndarray) -> tuple[int, float]:
 
 def test_protocol_roundtrip() -> None:
     async def run() -> None:
-        async with serving(_loopback, ServeSettings(model_version=7)) as (url, server, _):
+        async with serving(_loopback, ServeSettings(model_version=7)) as (url, _server, _):
             x = _signal(0)
             result = await chat(_ws(url), x, realtime=False)
             assert result.handshake == (0, 7)
