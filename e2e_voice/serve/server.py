@@ -292,6 +292,9 @@ class ChatServer:
             self.live.pop(id(conv), None)
             if not ws.closed:
                 await ws.close()
+            if conv.system is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.get_running_loop().run_in_executor(conv.executor, conv.system.close)
             conv.executor.shutdown(wait=False, cancel_futures=True)
         return ws
 

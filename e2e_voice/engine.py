@@ -1,0 +1,272 @@
+"""The batched full-duplex engine: every 80 ms, encode each live user frame, step the LM, decode its reply.
+
+One codec and one LM serve ``max_conversations`` slots in a single batch. A conversation takes a free slot
+(its streaming state is reset through moshi's per-item ``reset_streaming(mask)``) and gives it back when
+it ends; slots without a frame in a tick are masked out with ``set_exec_mask`` so their state does not
+move. Each slot is a :class:`~e2e_voice.system.DuplexSystem`, so the server, ``converse`` and the
+evaluation drive it like any other system, while a scheduler thread batches the frames that arrive
+together. The engine never falls behind silently: it measures its real-time factor and counts late ticks.
+
+Shapes: user frames ``[B, 1, FRAME_SIZE]``, codes ``[B, K, 1]``, LM tokens ``[B, 1 + dep_q, 1]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from moshi.models.compression import MimiModel
+from moshi.models.lm import LMGen, LMModel
+
+from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
+from e2e_voice.system import DuplexSystem, SystemOutput
+
+FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
+
+
+@dataclass
+class EngineStats:
+    """Counters of the engine's own timing (a tick is one batched 80 ms step)."""
+
+    ticks: int = 0
+    frames: int = 0
+    late_ticks: int = 0
+    tick_seconds: float = 0.0
+    max_tick_seconds: float = 0.0
+    joined: int = 0
+    left: int = 0
+
+    @property
+    def real_time_factor(self) -> float:
+        """Compute time per tick over the 80 ms a tick must fit in (< 1 keeps up)."""
+        return self.tick_seconds / (self.ticks * FRAME_SECONDS) if self.ticks else 0.0
+
+
+@dataclass
+class _Pending:
+    frame: np.ndarray
+    done: threading.Event = field(default_factory=threading.Event)
+    result: SystemOutput | None = None
+    error: BaseException | None = None
+
+
+class DuplexEngine:
+    """A Mimi codec and a joint speech-text LM serving several conversations in one batch.
+
+    Args:
+        codec: moshi ``MimiModel`` (its ``num_codebooks`` must cover the LM's audio streams).
+        lm: moshi ``LMModel`` in eval mode; ``lm.dep_q`` assistant codebooks, ``lm.n_q - dep_q`` user ones.
+        text_piece: text token id -> string (e.g. sentencepiece ``id_to_piece``); None emits no text.
+        max_conversations: batch size, the number of slots.
+        temp, temp_text, top_k, top_k_text: sampling settings for audio and text; ``use_sampling=False``
+            decodes greedily (deterministic).
+        use_sampling: sample (True) or take the arg-max (False).
+        batch_wait: seconds the scheduler waits for the other live slots' frames before stepping the
+            ones that arrived.
+    """
+
+    def __init__(
+        self,
+        codec: MimiModel,
+        lm: LMModel,
+        text_piece: Callable[[int], str] | None = None,
+        *,
+        max_conversations: int = 4,
+        temp: float = 0.8,
+        temp_text: float = 0.7,
+        top_k: int = 250,
+        top_k_text: int = 25,
+        use_sampling: bool = True,
+        batch_wait: float = 0.02,
+    ) -> None:
+        if max_conversations < 1:
+            raise ValueError(f"max_conversations must be >= 1, got {max_conversations}")
+        self.user_q = lm.n_q - lm.dep_q
+        if codec.num_codebooks < max(lm.dep_q, self.user_q):
+            raise ValueError(
+                f"the codec produces {codec.num_codebooks} codebooks but the LM needs"
+                f" {max(lm.dep_q, self.user_q)}"
+            )
+        self.codec, self.lm = codec.eval(), lm.eval()
+        self.text_piece = text_piece
+        self.silent_text_ids = {lm.existing_text_padding_id, lm.existing_text_end_padding_id}
+        self.batch = max_conversations
+        self.batch_wait = batch_wait
+        self.device = next(lm.parameters()).device
+        # support_out_of_sync: without it LMGen returns None for the whole batch while any slot's delays
+        # refill after a reset, which would silence the other conversations for a frame.
+        self.lm_gen = LMGen(
+            lm,
+            use_sampling=use_sampling,
+            temp=temp,
+            temp_text=temp_text,
+            top_k=top_k,
+            top_k_text=top_k_text,
+            support_out_of_sync=True,
+        )
+        self.codec.streaming_forever(self.batch)
+        self.lm_gen.streaming_forever(self.batch)
+        self.stats = EngineStats()
+        self._free = list(range(self.batch))
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: dict[int, _Pending] = {}
+        self._open: set[int] = set()
+        self._scheduler: threading.Thread | None = None
+        self._stop = False
+
+    # --- slots ---------------------------------------------------------------------------------------
+    def open(self) -> EngineSlot:
+        """Take a free slot (its streaming state reset); raises RuntimeError when all are busy."""
+        with self._lock:
+            if not self._free:
+                raise RuntimeError(f"all {self.batch} engine slots are busy; raise max_conversations")
+            index = self._free.pop(0)
+            self._reset_slots([index])
+            self._open.add(index)
+            self.stats.joined += 1
+        return EngineSlot(self, index)
+
+    def close_slot(self, index: int) -> None:
+        with self._lock:
+            if index in self._open:
+                self._open.discard(index)
+                self._pending.pop(index, None)
+                self._free.append(index)
+                self.stats.left += 1
+                self._wake.notify_all()
+
+    def reset_slot(self, index: int) -> None:
+        with self._lock:
+            self._reset_slots([index])
+
+    def _reset_slots(self, indices: list[int]) -> None:
+        mask = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
+        mask[indices] = True
+        self.codec.reset_streaming(mask)
+        self.lm_gen.reset_streaming(mask)
+
+    # --- one batched step ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def tick(self, frames: dict[int, np.ndarray]) -> dict[int, SystemOutput]:
+        """Step the slots in ``frames`` (slot -> float32 ``[FRAME_SIZE]``) together; the others hold still."""
+        t0 = time.perf_counter()
+        x = torch.zeros(self.batch, 1, FRAME_SIZE)
+        mask = torch.zeros(self.batch, dtype=torch.bool)
+        for i, frame in frames.items():
+            x[i, 0] = torch.from_numpy(np.asarray(frame, dtype=np.float32))
+            mask[i] = True
+        x, mask = x.to(self.device), mask.to(self.device)
+        self.codec.set_exec_mask(mask)
+        self.lm_gen.set_exec_mask(mask)
+        codes = self.codec.encode(x)  # [B, K, 1]
+        tokens = self.lm_gen.step(codes[:, : self.user_q])  # [B, 1 + dep_q, 1], None while delays fill
+        # A slot has a reply once its acoustic delays are filled: earlier (or masked-out) positions hold
+        # negative "ungenerated" ids. Only those slots step the decoder, as a slot alone would.
+        if tokens is None:
+            valid = torch.zeros_like(mask)
+        else:
+            valid = mask & (tokens[:, :, 0] >= 0).all(dim=1)
+        pcm = None
+        if tokens is not None and bool(valid.any()):
+            self.codec.set_exec_mask(valid)
+            pcm = self.codec.decode(tokens[:, 1:].clamp(min=0))  # [B, 1, FRAME_SIZE]
+            text_ids = tokens[:, 0, 0].tolist()
+        out: dict[int, SystemOutput] = {}
+        for i in frames:
+            if pcm is None or not bool(valid[i]):
+                out[i] = SystemOutput(audio=np.zeros(FRAME_SIZE, np.float32))
+                continue
+            text = ""
+            tid = int(text_ids[i])
+            if self.text_piece is not None and tid not in self.silent_text_ids:
+                text = self.text_piece(tid).replace("▁", " ")
+            out[i] = SystemOutput(audio=pcm[i, 0].float().cpu().numpy(), text=text)
+        dt = time.perf_counter() - t0
+        self.stats.ticks += 1
+        self.stats.frames += len(frames)
+        self.stats.tick_seconds += dt
+        self.stats.max_tick_seconds = max(self.stats.max_tick_seconds, dt)
+        if dt > FRAME_SECONDS:
+            self.stats.late_ticks += 1
+        return out
+
+    # --- scheduler: batches frames that slots submit from their own threads --------------------------------
+    def submit(self, index: int, frame: np.ndarray) -> SystemOutput:
+        """Queue one frame for slot ``index`` and wait for the tick that steps it."""
+        pending = _Pending(frame)
+        with self._lock:
+            if index not in self._open:
+                raise RuntimeError(f"engine slot {index} is closed")
+            if index in self._pending:
+                raise RuntimeError(f"slot {index} submitted a second frame before the first was stepped")
+            self._pending[index] = pending
+            self._ensure_scheduler()
+            self._wake.notify_all()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _ensure_scheduler(self) -> None:
+        if self._scheduler is None or not self._scheduler.is_alive():
+            self._stop = False
+            self._scheduler = threading.Thread(target=self._schedule, name="duplex-engine", daemon=True)
+            self._scheduler.start()
+
+    def _schedule(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._stop:
+                    self._wake.wait()
+                if self._stop:
+                    return
+                # Wait (briefly) until every live slot has its frame, so they share one batched step.
+                deadline = time.monotonic() + self.batch_wait
+                while len(self._pending) < len(self._open) and not self._stop:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
+                batch, self._pending = self._pending, {}
+                try:
+                    results = self.tick({i: p.frame for i, p in batch.items()})
+                    for i, p in batch.items():
+                        p.result = results[i]
+                except BaseException as exc:  # hand the failure to every waiting conversation
+                    for p in batch.values():
+                        p.error = exc
+            for p in batch.values():
+                p.done.set()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._wake.notify_all()
+
+
+class EngineSlot(DuplexSystem):
+    """One conversation on a :class:`DuplexEngine` (a DuplexSystem; close it to free the slot)."""
+
+    def __init__(self, engine: DuplexEngine, index: int) -> None:
+        self.engine, self.index = engine, index
+
+    def reset(self) -> None:
+        self.engine.reset_slot(self.index)
+
+    def step(self, user_frame: np.ndarray) -> SystemOutput:
+        return self.engine.submit(self.index, self.check_frame(user_frame))
+
+    def close(self) -> None:
+        self.engine.close_slot(self.index)
+
+    def __del__(self) -> None:
+        # A slot dropped without close() (e.g. a crashed conversation) must not leak its batch position.
+        with contextlib.suppress(Exception):
+            self.engine.close_slot(self.index)
