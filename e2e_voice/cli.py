@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("e2e_voice.demo", "answer a question offline: LLM -> Kokoro TTS -> codecs -> Whisper WER"),
     "serve": ("e2e_voice.serve.app", "full-duplex websocket server (moshi protocol) and browser page"),
     "chat": ("e2e_voice.serve.chat", "talk to a running server with the local microphone and speakers"),
+    "watermark": ("e2e_voice.safety.cli:watermark_main", "detect or embed Perth audio watermarks"),
+    "voices": ("e2e_voice.safety.cli:voices_main", "register custom voices with a consent record"),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
@@ -26,7 +28,6 @@ PLANNED: dict[str, tuple[int, str]] = {
     "train-lm": (5, "train the joint speech-text model"),
     "converse": (6, "play a user recording through a system"),
     "bench": (8, "benchmark the end-to-end model against the cascade"),
-    "watermark": (9, "embed and detect audio watermarks"),
 }
 
 
@@ -58,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command not in COMMANDS:
         print(f"e2e-voice: unknown command '{ns.command}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[ns.command][0])
-    entry: Callable[[list[str]], int | None] = module.main
+    target = COMMANDS[ns.command][0]
+    module_name, _, func = target.partition(":")
+    entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module_name), func or "main")
     # Hydra reads sys.argv; present the subcommand as the program name.
     sys.argv = [f"e2e-voice {ns.command}", *rest]
     code = entry(rest)

@@ -291,3 +291,19 @@ def test_failing_system_reports_error_and_server_survives() -> None:
             assert server.metrics.errors.get("system_error") == 1
 
     asyncio.run(run())
+
+
+def test_generated_audio_quota() -> None:
+    async def run() -> None:
+        settings = ServeSettings(audio_seconds_per_client_hour=1.0)
+        async with serving(_loopback, settings) as (url, _, _):
+            async with aiohttp.ClientSession() as s:
+                first = await chat(_ws(url), _signal(9, 2.0), realtime=False)
+                assert first.errors and "audio quota reached" in first.errors[0]
+                again = await chat(_ws(url), _signal(9, 0.5), realtime=False)  # still over quota this hour
+                assert again.errors and "audio quota" in again.errors[0]
+                metrics = await (await s.get(url + "/metrics")).json()
+            assert metrics["limits"]["audio_seconds_per_client_hour"] == 1.0
+            assert max(metrics["audio_seconds_last_hour"].values()) > 1.0
+
+    asyncio.run(run())

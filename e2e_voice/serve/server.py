@@ -51,6 +51,7 @@ class ServeSettings:
         messages_per_second: sustained messages per client (token bucket); 0 disables the limit.
         burst: token-bucket size for ``messages_per_second``.
         connections_per_minute: new connections per client per minute; 0 disables the limit.
+        audio_seconds_per_client_hour: generated audio a client may receive per rolling hour; 0 disables.
         model_version: sent in the handshake.
         static_dir: directory of the browser page; None serves no page.
     """
@@ -64,6 +65,7 @@ class ServeSettings:
     messages_per_second: float = 100.0
     burst: int = 200
     connections_per_minute: int = 60
+    audio_seconds_per_client_hour: float = 3600.0
     model_version: int = 0
     static_dir: str | None = str(STATIC_DIR)
 
@@ -153,6 +155,7 @@ class ChatServer:
         self.metrics = Metrics()
         self.live: dict[int, _Conversation] = {}
         self._connects: dict[str, list[float]] = {}
+        self._audio_out: dict[str, list[tuple[float, float]]] = {}  # client -> [(time, seconds)] per minute
         self._shutting_down = False
 
     # --- application -------------------------------------------------------------------------------
@@ -203,7 +206,9 @@ class ChatServer:
                     "connections_per_minute": self.settings.connections_per_minute,
                     "max_conversation_seconds": self.settings.max_conversation_seconds,
                     "max_message_bytes": self.settings.max_message_bytes,
+                    "audio_seconds_per_client_hour": self.settings.audio_seconds_per_client_hour,
                 },
+                "audio_seconds_last_hour": {c: round(self._audio_used(c), 1) for c in self._audio_out},
             }
         )
 
@@ -238,6 +243,29 @@ class ChatServer:
             return False
         self._connects[client] = [*recent, now]
         return True
+
+    def _audio_used(self, client: str) -> float:
+        now = time.monotonic()
+        ledger = [(t, sec) for t, sec in self._audio_out.get(client, []) if now - t < 3600.0]
+        self._audio_out[client] = ledger
+        return sum(sec for _, sec in ledger)
+
+    def _charge_audio(self, client: str, seconds: float) -> None:
+        """Count generated audio per client, in one-minute buckets over a rolling hour."""
+        cap = self.settings.audio_seconds_per_client_hour
+        if cap <= 0:
+            return
+        now = time.monotonic()
+        ledger = self._audio_out.setdefault(client, [])
+        if ledger and now - ledger[-1][0] < 60.0:
+            ledger[-1] = (ledger[-1][0], ledger[-1][1] + seconds)
+        else:
+            ledger.append((now, seconds))
+        if self._audio_used(client) > cap:
+            self.metrics.rate_limited += 1
+            raise _Closed(
+                f"audio quota reached: at most {cap:g} s of generated audio per client per hour", None
+            )
 
     # --- conversation ----------------------------------------------------------------------------------
     async def handle_chat(self, request: web.Request) -> web.StreamResponse:
@@ -407,6 +435,7 @@ class ChatServer:
             self.metrics.step_seconds += dt
             if dt > FRAME_SECONDS:
                 self.metrics.late_frames += 1
+            self._charge_audio(conv.client, FRAME_SECONDS)
             data = conv.writer.append_pcm(np.asarray(out.audio, np.float32))
             if data:
                 await conv.ws.send_bytes(protocol.audio(data))
