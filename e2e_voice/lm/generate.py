@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from moshi.models.lm import LMGen, LMModel
 
+from e2e_voice.lm.model import eager_on_cpu
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -142,7 +144,8 @@ class LMStep:
             raise ValueError(
                 f"step() takes exactly one 80 ms frame, got {user_codes.shape[2]}: call it once per frame"
             )
-        out = self.gen.step(user_codes.to(self.lm.device))
+        with eager_on_cpu(self.lm.device):
+            out = self.gen.step(user_codes.to(self.lm.device))
         assert out is not None  # support_out_of_sync=True always returns a frame
         ready = (out[:, 0, 0] != self.lm.ungenerated_token_id) & (out[:, 1:, 0] >= 0).all(dim=1)
         return LMStepOutput(text=out[:, 0, 0], audio=out[:, 1:, 0], ready=ready)

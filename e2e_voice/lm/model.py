@@ -10,12 +10,14 @@ and the assistant's ``n_q`` codebooks (``dep_q = n_q``): the temporal transforme
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from moshi.models.lm import LMModel
+from moshi.utils.compile import no_compile
 
 from e2e_voice.lm.streams import DEFAULT_SPECIALS, TextSpecials, stream_delays
 
@@ -145,3 +147,12 @@ def build_lm(
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     """Number of (trainable) parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def eager_on_cpu(device: str | torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Disable moshi's lazy ``torch.compile`` (rope, RMSNorm kernels) on CPU.
+
+    moshi compiles a few small kernels on first use; on CPU that costs ~20 s per process for no
+    speed-up at these sizes (its own transformer layers already skip compilation off CUDA).
+    """
+    return no_compile() if torch.device(device).type != "cuda" else contextlib.nullcontext()
