@@ -281,7 +281,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if step % int(tcfg.log_every) == 0 or step == total:
             elapsed = time.perf_counter() - t0
             last |= {
-                "train/lr": scheduler.get_last_lr()[0],
+                "train/lr": float(scheduler.get_last_lr()[0]),
                 "train/frames_per_s": frames / max(elapsed, 1e-9),
             }
             bar.set_postfix(loss=f"{last['train/loss']:.3f}")
