@@ -8,9 +8,13 @@ can be paused (moshi's ``exec_mask``: a paused row neither advances nor changes 
 ``LMGen`` captures the temporal and depth transformers in CUDA graphs (moshi's ``CUDAGraphed``);
 on CPU those wrappers run eagerly.
 
-Output alignment: with a maximum delay of ``D`` frames (1 for Moshi's acoustic delay), the frame
-returned by a call is the assistant's frame ``D`` calls earlier, complete with all its codebooks;
-during a conversation's first ``D`` calls ``ready`` is False and the tokens are meaningless.
+Alignment with the training streams: the assistant's frame ``t`` is generated at call ``t`` from
+the user codes of calls ``<= t``; in the aligned training streams those are the user's frames
+``<= t - 1`` (the model's frame ``t`` conditions on the user's past only, and the codes given at the
+first call of a conversation are not used). With a maximum delay of ``D`` frames (1 for Moshi's
+acoustic delay), a call returns the assistant's frame ``D`` calls earlier, complete with all its
+codebooks; during a conversation's first ``D`` calls ``ready`` is False and the tokens are
+meaningless.
 """
 
 from __future__ import annotations
