@@ -2,7 +2,10 @@
 
     e2e-voice train-lm                                  # 5-step CPU smoke run on a synthesized corpus
     e2e-voice train-lm +experiment=lm_tiny_cpu          # the tiny CPU recipe (<= 2 h on 2 cores)
-    accelerate launch --num_processes 2 --cpu -m train.lm train.steps=4   # data-parallel
+    accelerate launch --multi_gpu --num_processes 2 -m train.lm train.steps=4   # 2-process data parallel
+
+(On a CPU-only machine ``--multi_gpu`` starts torchrun and the trainer's ``Accelerator(cpu=True)``
+makes it gloo data parallel; accelerate 1.x's ``--cpu --num_processes 2`` starts only one process.)
 
 The loop owns the model, optimizer (AdamW), warm-up + cosine schedule, per-stream loss
 (:mod:`e2e_voice.lm.loss`), validation per stream, wandb logging (offline unless
@@ -214,12 +217,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         log.info(
-            "LM %s: %.2fM parameters (%.2fM trainable), %d train / %d val conversations",
+            "LM %s: %.2fM parameters (%.2fM trainable), %d train / %d val conversations, %d process(es)",
             lm_cfg["name"],
             count_parameters(model) / 1e6,
             count_parameters(model, trainable_only=True) / 1e6,
             len(train_streams),
             len(val_streams),
+            accelerator.num_processes,
         )
 
     def log_metrics(metrics: dict[str, float]) -> None:
@@ -263,7 +267,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     last: dict[str, float] = {}
     frames = 0
     t0 = time.perf_counter()
-    while step < total:
+    stop_after = int(lcfg.stop_after) if lcfg.get("stop_after") else total
+    while step < min(total, stop_after):
         for _ in range(int(tcfg.grad_accum)):
             codes = next(data).to(accelerator.device)
             with accelerator.accumulate(model), accelerator.autocast():
@@ -278,7 +283,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         step += 1
         bar.update(1)
         last = loss.metrics("train")
-        if step % int(tcfg.log_every) == 0 or step == total:
+        if step % int(tcfg.log_every) == 0 or step in (total, stop_after):
             elapsed = time.perf_counter() - t0
             last |= {
                 "train/lr": float(scheduler.get_last_lr()[0]),
@@ -288,7 +293,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log_metrics(last)
         if int(lcfg.val_every) and step % int(lcfg.val_every) == 0 and step < total:
             log_metrics(evaluate(model, val, weights, built, accelerator.device))
-        if step % int(tcfg.save_every) == 0 or step == total:
+        if step % int(tcfg.save_every) == 0 or step in (total, stop_after):
             checkpoint()
     bar.close()
     final = {**last, **evaluate(model, val, weights, built, accelerator.device)}
