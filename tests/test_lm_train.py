@@ -149,3 +149,16 @@ def test_two_process_data_parallel(tmp_path, streams_file):
     assert ckpt["step"] == 3
     # Each rank read its own shard (7 training conversations: 4 and 3), 3 steps x batch 2 = 6 items.
     assert [s["epoch"] * n + s["position"] for s, n in zip(ckpt["sampler"], (4, 3))] == [6, 6]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "lm_name", "steps"),
+    [
+        pytest.param("lm_tiny_cpu", "tiny", 1000, id="tiny-cpu"),
+        pytest.param("lm_smol_gpu", "smol", 20000, id="smol-gpu"),
+    ],
+)
+def test_recipes_compose(experiment, lm_name, steps):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train_lm", overrides=[f"+experiment={experiment}", "run_name=x"])
+    assert cfg.lm.name == lm_name and cfg.train.steps == steps and cfg.lm.n_q == cfg.codec.num_codebooks == 8
