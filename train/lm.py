@@ -236,9 +236,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     def checkpoint() -> None:
         # Every rank's sampler position, so that each resumes its own shard exactly.
-        sampler_states = accelerator.gather_for_metrics(
-            torch.tensor([[sampler.epoch, sampler.position]], device=accelerator.device),
-            use_gather_object=False,
+        sampler_states = accelerator.gather(
+            torch.tensor([[sampler.epoch, sampler.position]], device=accelerator.device)
         )
         if not accelerator.is_main_process:
             return
