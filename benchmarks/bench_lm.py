@@ -1,6 +1,10 @@
 """LM generation step per 80 ms frame and training throughput, on this machine's CPU.
 
-    python benchmarks/bench_lm.py [--threads 2] [--frames 40]
+    python benchmarks/bench_lm.py [--threads 1] [--frames 40]
+
+Threads default to 1: on the shared 2-core development machine (load average 6-10), 2 threads per
+process oversubscribed the cores and measured 10-25x slower (tiny B=1: 375 ms vs 29.5 ms per frame).
+On an idle machine compare ``--threads 2``.
 
 Measures (random weights; the step cost does not depend on them):
 * ``LMStep.step`` (moshi's ``LMGen``: temporal transformer + depformer over n_q codebooks) for the
@@ -100,7 +104,7 @@ def time_training(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench")
     args = parser.parse_args()
