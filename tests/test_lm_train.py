@@ -72,6 +72,7 @@ def make_cfg(out_dir: Path, streams: Path, *overrides: str):
         )
 
 
+@pytest.mark.slow
 def test_smoke_run_learns_and_checkpoints(tmp_path, streams_file):
     with no_compile():
         final = train(
@@ -88,6 +89,7 @@ def test_smoke_run_learns_and_checkpoints(tmp_path, streams_file):
     assert final["val/loss"] == rows[-1]["val/loss"]
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, streams_file):
     common = ("train.steps=6", "train.save_every=100", "train.grad_accum=2")
     with no_compile():
@@ -100,6 +102,15 @@ def test_resume_equals_uninterrupted(tmp_path, streams_file):
     assert a["step"] == b["step"] == 6 and a["sampler"] == b["sampler"]
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_lora_run_saves_and_resumes_only_adapters(tmp_path, streams_file):
+    lora = ("lm.lora.enabled=true", "+lm.lora.rank=4", "train.save_every=100")
+    with no_compile():
+        train(make_cfg(tmp_path / "a", streams_file, *lora, "train.steps=3", "lm_train.stop_after=2"))
+        train(make_cfg(tmp_path / "b", streams_file, *lora, "train.steps=3", f"lm_train.resume={tmp_path / 'a'}"))
+    ckpt = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)
+    assert ckpt["step"] == 3 and ckpt["model"] and all("lora_" in k for k in ckpt["model"])
 
 
 def test_bad_resume_and_data_are_explained(tmp_path, streams_file):
