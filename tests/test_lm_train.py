@@ -108,7 +108,11 @@ def test_lora_run_saves_and_resumes_only_adapters(tmp_path, streams_file):
     lora = ("lm.lora.enabled=true", "+lm.lora.rank=4", "train.save_every=100")
     with no_compile():
         train(make_cfg(tmp_path / "a", streams_file, *lora, "train.steps=3", "lm_train.stop_after=2"))
-        train(make_cfg(tmp_path / "b", streams_file, *lora, "train.steps=3", f"lm_train.resume={tmp_path / 'a'}"))
+        train(
+            make_cfg(
+                tmp_path / "b", streams_file, *lora, "train.steps=3", f"lm_train.resume={tmp_path / 'a'}"
+            )
+        )
     ckpt = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)
     assert ckpt["step"] == 3 and ckpt["model"] and all("lora_" in k for k in ckpt["model"])
 

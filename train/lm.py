@@ -108,6 +108,7 @@ def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Te
             int(lm_cfg["n_q"]),
             num_conversations=int(cfg.lm_data.smoke_conversations),
             vocab_size=int(lm_cfg.get("text_card", 2000)),
+            assistant_voice=str(cfg.lm_data.get("assistant_voice", "espeak")),
         )
     streams, meta = load_streams(path)
     if int(meta["n_q"]) != int(lm_cfg["n_q"]):

@@ -211,13 +211,29 @@ def make_smoke_corpus(
     vocab_size: int = 2000,
     tokenizer: TextTokenizer | None = None,
     write_audio: bool = True,
+    assistant_voice: str = "espeak",
 ) -> Path:
     """Synthesise conversations, train the sentencepiece tokenizer on their text (unless one is
     given), encode both channels with ``codec`` and write ``streams.pt`` (+ wavs and word timings).
 
+    Args:
+        assistant_voice: ``"espeak"`` (fast, robotic) or ``"piper"`` (the bundled Piper voice, ~85 ms
+            per word); the user always speaks with espeak-ng, so the two channels sound different.
+
     Returns:
         The streams file.
     """
+    if assistant_voice not in ("espeak", "piper"):
+        raise ValueError(f"assistant_voice must be 'espeak' or 'piper', got {assistant_voice!r}")
+    speak: Any = None
+    if assistant_voice == "piper":
+        from e2e_voice.tts.piper import PiperTTS
+
+        piper = PiperTTS()
+
+        def speak(text: str) -> tuple[np.ndarray, int]:
+            return piper.synthesize(text), piper.sample_rate
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dialogues = [SMOKE_DIALOGUES[i % len(SMOKE_DIALOGUES)] for i in range(num_conversations)]
@@ -229,7 +245,7 @@ def make_smoke_corpus(
     streams = []
     dropped = 0
     for i, (q, a) in enumerate(tqdm(dialogues, desc="smoke conversations", unit="conv")):
-        conv = synth_conversation(q, a)
+        conv = synth_conversation(q, a, speak_assistant=speak)
         built = build_streams(conv, codec, tokenizer, n_q)
         dropped += built.text.words_dropped
         streams.append(built.codes)
