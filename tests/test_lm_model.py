@@ -166,3 +166,25 @@ def test_smol_mapping_reproduces_smollm2_logits():
     torch.testing.assert_close(ours, reference, atol=1e-3, rtol=1e-3)
     assert hf_tok.decode(int(ours[0, -1].argmax())).strip() == "Berlin"
     assert tok.decode(tok.encode_word("Berlin")).strip() == "Berlin"
+
+
+def test_build_tiny_from_the_config_file(tmp_path):
+    from omegaconf import OmegaConf
+
+    from e2e_voice.constants import CONFIG_DIR
+    from e2e_voice.lm.builders import build_from_config
+    from tests.lm_testing import fixture_tokenizer
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "lm" / "tiny.yaml"))
+    assert isinstance(cfg, dict)
+    cfg.update(n_q=2, num_layers=1, delays={"mode": "tts", "lag_frames": 3, "acoustic": 1})
+    with pytest.raises(ValueError, match="needs a sentencepiece tokenizer"):
+        build_from_config(cfg)
+    tok = fixture_tokenizer(tmp_path)
+    built = build_from_config(cfg, tokenizer_path=tok.path)
+    assert built.delays == [0, 3, 4, 3, 4] and built.model.delays == built.delays
+    assert built.model.existing_text_padding_id == built.specials.pad_id == 3
+    with pytest.raises(ValueError, match="raise text_card"):
+        build_from_config({**cfg, "text_card": 8}, tokenizer_path=tok.path)
+    with pytest.raises(ValueError, match=r"lm\.name must be one of"):
+        build_from_config({**cfg, "name": "huge"})
