@@ -50,13 +50,18 @@ def warmup_cosine(step: int, *, warmup: int, total: int, min_ratio: float) -> fl
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -200,6 +205,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if len(ckpt["sampler"]) != accelerator.num_processes:
+            raise ValueError(
+                f"{resume} was written by {len(ckpt['sampler'])} process(es); resume it with the same "
+                f"number (got {accelerator.num_processes}) so that every data shard continues exactly"
+            )
         sampler.load_state_dict(ckpt["sampler"][accelerator.process_index])
         _set_rng_state(ckpt["rng"])
         step = int(ckpt["step"])
