@@ -19,13 +19,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("e2e_voice.serve.chat", "talk to a running server with the local microphone and speakers"),
     "watermark": ("e2e_voice.safety.cli:watermark_main", "detect or embed Perth audio watermarks"),
     "voices": ("e2e_voice.safety.cli:voices_main", "register custom voices with a consent record"),
+    "train-lm": (
+        "train.lm",
+        "train the joint speech-text model (Hydra overrides, e.g. +experiment=lm_tiny_cpu)",
+    ),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
 PLANNED: dict[str, tuple[int, str]] = {
     "synth-data": (3, "generate the synthetic two-channel dialogue corpus"),
     "train-codec": (4, "train a Mimi codec"),
-    "train-lm": (5, "train the joint speech-text model"),
     "converse": (6, "play a user recording through a system"),
     "bench": (8, "benchmark the end-to-end model against the cascade"),
 }
