@@ -7,7 +7,8 @@ move. Each slot is a :class:`~e2e_voice.system.DuplexSystem`, so the server, ``c
 evaluation drive it like any other system, while a scheduler thread batches the frames that arrive
 together. The engine never falls behind silently: it measures its real-time factor and counts late ticks.
 
-Shapes: user frames ``[B, 1, FRAME_SIZE]``, codes ``[B, K, 1]``, LM tokens ``[B, 1 + dep_q, 1]``.
+Shapes: user frames ``[B, 1, FRAME_SIZE]``, codes ``[B, K, 1]``; the LM step returns text ``[B]`` and
+assistant codes ``[B, dep_q]`` (see :mod:`e2e_voice.lm.generate`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from moshi.models.compression import MimiModel
-from moshi.models.lm import LMGen, LMModel
+from moshi.models.lm import LMModel
 
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
+from e2e_voice.lm.generate import LMStep, Sampling
 from e2e_voice.system import DuplexSystem, SystemOutput
 
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
@@ -63,9 +65,7 @@ class DuplexEngine:
         lm: moshi ``LMModel`` in eval mode; ``lm.dep_q`` assistant codebooks, ``lm.n_q - dep_q`` user ones.
         text_piece: text token id -> string (e.g. sentencepiece ``id_to_piece``); None emits no text.
         max_conversations: batch size, the number of slots.
-        temp, temp_text, top_k, top_k_text: sampling settings for audio and text; ``use_sampling=False``
-            decodes greedily (deterministic).
-        use_sampling: sample (True) or take the arg-max (False).
+        sampling: text and audio temperatures / top-k (``e2e_voice.lm.generate.GREEDY`` is deterministic).
         batch_wait: seconds the scheduler waits for the other live slots' frames before stepping the
             ones that arrived.
     """
@@ -77,11 +77,7 @@ class DuplexEngine:
         text_piece: Callable[[int], str] | None = None,
         *,
         max_conversations: int = 4,
-        temp: float = 0.8,
-        temp_text: float = 0.7,
-        top_k: int = 250,
-        top_k_text: int = 25,
-        use_sampling: bool = True,
+        sampling: Sampling | None = None,
         batch_wait: float = 0.02,
     ) -> None:
         if max_conversations < 1:
@@ -98,19 +94,11 @@ class DuplexEngine:
         self.batch = max_conversations
         self.batch_wait = batch_wait
         self.device = next(lm.parameters()).device
-        # support_out_of_sync: without it LMGen returns None for the whole batch while any slot's delays
-        # refill after a reset, which would silence the other conversations for a frame.
-        self.lm_gen = LMGen(
-            lm,
-            use_sampling=use_sampling,
-            temp=temp,
-            temp_text=temp_text,
-            top_k=top_k,
-            top_k_text=top_k_text,
-            support_out_of_sync=True,
-        )
+        self.lm_step = LMStep(lm, sampling or Sampling())
+        # The engine streams for its whole life: slots join and leave through per-row resets.
+        self._streaming = contextlib.ExitStack()
+        self._streaming.enter_context(self.lm_step.streaming(self.batch))
         self.codec.streaming_forever(self.batch)
-        self.lm_gen.streaming_forever(self.batch)
         self.stats = EngineStats()
         self._free = list(range(self.batch))
         self._lock = threading.Lock()
@@ -149,7 +137,7 @@ class DuplexEngine:
         mask = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
         mask[indices] = True
         self.codec.reset_streaming(mask)
-        self.lm_gen.reset_streaming(mask)
+        self.lm_step.reset(mask)
 
     # --- one batched step ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -163,20 +151,17 @@ class DuplexEngine:
             mask[i] = True
         x, mask = x.to(self.device), mask.to(self.device)
         self.codec.set_exec_mask(mask)
-        self.lm_gen.set_exec_mask(mask)
+        self.lm_step.set_active(mask)
         codes = self.codec.encode(x)  # [B, K, 1]
-        tokens = self.lm_gen.step(codes[:, : self.user_q])  # [B, 1 + dep_q, 1], None while delays fill
-        # A slot has a reply once its acoustic delays are filled: earlier (or masked-out) positions hold
-        # negative "ungenerated" ids. Only those slots step the decoder, as a slot alone would.
-        if tokens is None:
-            valid = torch.zeros_like(mask)
-        else:
-            valid = mask & (tokens[:, :, 0] >= 0).all(dim=1)
+        step = self.lm_step.step(codes[:, : self.user_q])
+        # A slot has a reply once its acoustic delays are filled; only those slots step the decoder,
+        # exactly as each would alone (the others' decoder state holds still under the exec mask).
+        valid = mask & step.ready
         pcm = None
-        if tokens is not None and bool(valid.any()):
+        if bool(valid.any()):
             self.codec.set_exec_mask(valid)
-            pcm = self.codec.decode(tokens[:, 1:].clamp(min=0))  # [B, 1, FRAME_SIZE]
-            text_ids = tokens[:, 0, 0].tolist()
+            pcm = self.codec.decode(step.audio.clamp(min=0)[:, :, None])  # [B, 1, FRAME_SIZE]
+        text_ids = step.text.tolist()
         out: dict[int, SystemOutput] = {}
         for i in frames:
             if pcm is None or not bool(valid[i]):
@@ -184,7 +169,7 @@ class DuplexEngine:
                 continue
             text = ""
             tid = int(text_ids[i])
-            if self.text_piece is not None and tid not in self.silent_text_ids:
+            if self.text_piece is not None and tid >= 0 and tid not in self.silent_text_ids:
                 text = self.text_piece(tid).replace("▁", " ")
             out[i] = SystemOutput(audio=pcm[i, 0].float().cpu().numpy(), text=text)
         dt = time.perf_counter() - t0
@@ -246,9 +231,11 @@ class DuplexEngine:
                 p.done.set()
 
     def shutdown(self) -> None:
+        """Stop the scheduler thread and release the streaming state."""
         with self._lock:
             self._stop = True
             self._wake.notify_all()
+            self._streaming.close()
 
 
 class EngineSlot(DuplexSystem):

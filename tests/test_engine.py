@@ -12,6 +12,7 @@ from moshi.models.lm import LMModel
 from e2e_voice.codec.mimi import build_mimi
 from e2e_voice.constants import FRAME_SIZE
 from e2e_voice.engine import DuplexEngine
+from e2e_voice.lm.generate import GREEDY
 
 N_Q = 4
 
@@ -44,7 +45,7 @@ def _models(seed: int = 0) -> tuple[torch.nn.Module, LMModel]:
 
 def _engine(batch: int) -> DuplexEngine:
     codec, lm = _models()
-    return DuplexEngine(codec, lm, text_piece=lambda i: f"<{i}>", max_conversations=batch, use_sampling=False)
+    return DuplexEngine(codec, lm, text_piece=lambda i: f"<{i}>", max_conversations=batch, sampling=GREEDY)
 
 
 def _frames(seed: int, n: int) -> list[np.ndarray]:
