@@ -15,12 +15,12 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("e2e_voice.assets.cli", "install, list and verify the offline model bundle"),
     "demo": ("e2e_voice.demo", "answer a question offline: LLM -> Kokoro TTS -> codecs -> Whisper WER"),
+    "train-codec": ("train.codec", "train a Mimi codec (Hydra; +experiment=codec_cpu|codec_gpu|codec_debug)"),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
 PLANNED: dict[str, tuple[int, str]] = {
     "synth-data": (3, "generate the synthetic two-channel dialogue corpus"),
-    "train-codec": (4, "train a Mimi codec"),
     "train-lm": (5, "train the joint speech-text model"),
     "serve": (6, "full-duplex websocket server and browser page"),
     "chat": (6, "talk to a system with the local microphone"),

@@ -252,7 +252,18 @@ SILERO_VAD = ModelSpec(
     main_file="silero_vad.onnx",
 )
 
+# Kyutai's published Mimi weights (used by `codec=kyutai codec.checkpoint=mimi-kyutai`); not in the bundle.
+MIMI_KYUTAI = ModelSpec(
+    name="mimi-kyutai",
+    description="Kyutai Mimi codec weights, safetensors (local path or hub only)",
+    hub_repo="kyutai/moshiko-pytorch-bf16",
+    hub_files=("tokenizer-e351c8d8-checkpoint125.safetensors",),
+    main_file="tokenizer-e351c8d8-checkpoint125.safetensors",
+    in_bundle=False,
+)
+
 MODELS: dict[str, ModelSpec] = {
-    spec.name: spec for spec in (WHISPER_BASE, WHISPER_SMALL, SMOLLM2, KOKORO, PIPER_JOE, SILERO_VAD)
+    spec.name: spec
+    for spec in (WHISPER_BASE, WHISPER_SMALL, SMOLLM2, KOKORO, PIPER_JOE, SILERO_VAD, MIMI_KYUTAI)
 }
 """Every model the registry knows, by name."""
