@@ -17,7 +17,15 @@ from e2e_voice.codec import MimiCodec, build_codec, load_codec, mimi_config, ran
 from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
 from tests.helpers import espeak_speech
 
-TINY: dict[str, Any] = {"n_filters": 16, "transformer_layers": 1, "quantizer_levels": 4, "codebook_size": 256}
+TINY: dict[str, Any] = {
+    "n_filters": 16,
+    "transformer_layers": 1,
+    "quantizer_levels": 4,
+    "codebook_size": 256,
+    "dimension": 128,
+    "transformer_ff": 512,
+    "quantizer_dimension": 64,
+}
 VARIANTS = [
     pytest.param({**TINY, "num_codebooks": 4}, id="tiny"),
     pytest.param({**TINY, "num_codebooks": 4, "frame_rate": 25.0}, id="tiny-25hz"),

@@ -232,6 +232,7 @@ class CodecTrainer:
         if cfg.resume and ckpt.exists():
             self.load_state_dict(load_checkpoint(ckpt))
             log.info("resumed from %s at step %d", ckpt, self.step)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         run = self._wandb()
         metrics_file = self.run_dir / "metrics.jsonl"
         bar = tqdm(total=steps, initial=self.step, desc="train-codec", dynamic_ncols=True)
