@@ -239,10 +239,17 @@ def test_training_forward_matches_encode_decode(tiny: MimiCodec, speech: torch.T
     assert out.semantic.shape[-1] == 4
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_25hz", "small"])
-def test_codec_configs_instantiate(name: str) -> None:
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param(["codec=tiny"], id="tiny"),
+        pytest.param(["codec=tiny", "+codec.frame_rate=25.0"], id="tiny-25hz"),
+        pytest.param(["codec=small"], id="small"),
+    ],
+)
+def test_codec_configs_instantiate(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"codec={name}"])
+        cfg = compose("config", overrides=overrides)
     codec = instantiate(cfg.codec, _convert_="all")
     assert isinstance(codec, MimiCodec)
     assert codec.num_codebooks == cfg.codec.num_codebooks
