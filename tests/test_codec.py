@@ -254,3 +254,10 @@ def test_codec_configs_instantiate(overrides: list[str]) -> None:
     assert isinstance(codec, MimiCodec)
     assert codec.num_codebooks == cfg.codec.num_codebooks
     assert codec.bitrate == pytest.approx(codec.num_codebooks * np.log2(codec.cardinality) * codec.frame_rate)
+
+
+def test_kyutai_weights_through_registry_need_a_path_offline() -> None:
+    from e2e_voice.assets.registry import ModelNotAvailableError
+
+    with pytest.raises(ModelNotAvailableError, match="kyutai/moshiko-pytorch-bf16"):
+        build_codec(checkpoint="mimi-kyutai", n_filters=64, transformer_layers=8, quantizer_levels=32)
