@@ -281,7 +281,18 @@ PERTH = ModelSpec(
     main_file="perth_net_250000.pth.tar",
 )
 
+# Kyutai's published Mimi weights (used by `codec=kyutai codec.checkpoint=mimi-kyutai`); not in the bundle.
+MIMI_KYUTAI = ModelSpec(
+    name="mimi-kyutai",
+    description="Kyutai Mimi codec weights, safetensors (local path or hub only)",
+    hub_repo="kyutai/moshiko-pytorch-bf16",
+    hub_files=("tokenizer-e351c8d8-checkpoint125.safetensors",),
+    main_file="tokenizer-e351c8d8-checkpoint125.safetensors",
+    in_bundle=False,
+)
+
 MODELS: dict[str, ModelSpec] = {
-    spec.name: spec for spec in (WHISPER_BASE, WHISPER_SMALL, SMOLLM2, KOKORO, PIPER_JOE, SILERO_VAD, PERTH)
+    spec.name: spec
+    for spec in (WHISPER_BASE, WHISPER_SMALL, SMOLLM2, KOKORO, PIPER_JOE, SILERO_VAD, PERTH, MIMI_KYUTAI)
 }
 """Every model the registry knows, by name."""
