@@ -18,12 +18,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from moshi.models.compression import MimiModel
 from moshi.models.lm import LMModel
 
+from e2e_voice.codec.codec import MimiCodec
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
 from e2e_voice.lm.generate import LMStep, Sampling
 from e2e_voice.system import DuplexSystem, SystemOutput
@@ -72,7 +75,7 @@ class DuplexEngine:
 
     def __init__(
         self,
-        codec: MimiModel,
+        codec: MimiModel | MimiCodec,
         lm: LMModel,
         text_piece: Callable[[int], str] | None = None,
         *,
@@ -83,6 +86,8 @@ class DuplexEngine:
         if max_conversations < 1:
             raise ValueError(f"max_conversations must be >= 1, got {max_conversations}")
         self.user_q = lm.n_q - lm.dep_q
+        if not isinstance(codec, MimiModel):  # an e2e_voice MimiCodec: the engine drives moshi's model
+            codec = codec.model
         if codec.num_codebooks < max(lm.dep_q, self.user_q):
             raise ValueError(
                 f"the codec produces {codec.num_codebooks} codebooks but the LM needs"
@@ -257,3 +262,103 @@ class EngineSlot(DuplexSystem):
         # A slot dropped without close() (e.g. a crashed conversation) must not leak its batch position.
         with contextlib.suppress(Exception):
             self.engine.close_slot(self.index)
+
+
+def load_engine(
+    lm_checkpoint: str | Path,
+    codec_checkpoint: str | Path | None = None,
+    *,
+    max_conversations: int = 4,
+    sampling: Sampling | None = None,
+    device: str = "cpu",
+    allow_untrained_codec: bool = False,
+) -> DuplexEngine:
+    """Build an engine from a ``train-lm`` run (its ``checkpoint.pt``, or the run directory).
+
+    The LM's architecture, tokenizer and codec come from the run; ``codec_checkpoint`` overrides the
+    codec the run was trained with.
+
+    Raises:
+        FileNotFoundError: the checkpoint or its tokenizer is missing.
+        ValueError: the run's codec has no trained weights (the LM's codes would mean nothing to a
+            freshly initialised codec) and ``allow_untrained_codec`` is not set.
+    """
+    from hydra.utils import instantiate
+
+    from e2e_voice.codec.codec import load_codec
+    from e2e_voice.lm.builders import build_from_config
+
+    path = Path(lm_checkpoint)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"LM checkpoint {path} does not exist; train one with `e2e-voice train-lm`")
+    # Our own checkpoint: it also holds optimizer and RNG states (numpy arrays), hence weights_only=False.
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    cfg = ckpt["config"]
+    tokenizer = ckpt.get("tokenizer")
+    tokenizer_path = (path.parent / tokenizer) if tokenizer else cfg["lm"].get("tokenizer")
+    built = build_from_config(cfg["lm"], tokenizer_path=tokenizer_path, device=device)
+    lora = bool((cfg["lm"].get("lora") or {}).get("enabled"))
+    built.model.load_state_dict(ckpt["model"], strict=not lora)
+    if codec_checkpoint is not None:
+        codec = load_codec(codec_checkpoint, num_codebooks=built.n_q, device=device)
+    else:
+        codec_cfg = dict(cfg["codec"])
+        if codec_cfg.get("checkpoint") is None and not allow_untrained_codec:
+            raise ValueError(
+                f"the run {path.parent} was trained on codes of an untrained codec (codec.checkpoint=null);"
+                " pass codec_checkpoint=... (the codec used to encode its streams)"
+            )
+        codec = instantiate(codec_cfg, _convert_="all")
+    piece = getattr(built.tokenizer, "id_to_piece", None)
+    return DuplexEngine(
+        codec,
+        built.model,
+        text_piece=piece,
+        max_conversations=max_conversations,
+        sampling=sampling,
+    )
+
+
+_ENGINES: dict[tuple[Any, ...], DuplexEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def open_slot(
+    lm_checkpoint: str,
+    codec_checkpoint: str | None = None,
+    max_conversations: int = 4,
+    temperature_text: float = 0.7,
+    top_k_text: int = 25,
+    temperature_audio: float = 0.8,
+    top_k_audio: int = 250,
+    device: str = "cpu",
+) -> EngineSlot:
+    """A conversation slot on the process-wide engine for these settings (the ``system=e2e`` target).
+
+    The engine is loaded once per process and shared: each call takes one of its slots, so the server
+    batches every live conversation through one model.
+    """
+    key = (
+        lm_checkpoint,
+        codec_checkpoint,
+        max_conversations,
+        temperature_text,
+        top_k_text,
+        temperature_audio,
+        top_k_audio,
+        device,
+    )
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            sampling = Sampling(temperature_text, top_k_text, temperature_audio, top_k_audio)
+            _ENGINES[key] = load_engine(
+                lm_checkpoint,
+                codec_checkpoint,
+                max_conversations=max_conversations,
+                sampling=sampling,
+                device=device,
+            )
+        engine = _ENGINES[key]
+    return engine.open()

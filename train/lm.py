@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -162,7 +163,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     lm_cfg: dict[str, Any] = OmegaConf.to_container(cfg.lm, resolve=True)  # type: ignore[assignment]
     with accelerator.main_process_first():
         streams, meta = prepare_data(cfg, lm_cfg)
-    built = build_from_config(lm_cfg, tokenizer_path=lm_cfg.get("tokenizer") or meta.get("tokenizer"))
+    tokenizer_path = lm_cfg.get("tokenizer") or meta.get("tokenizer")
+    built = build_from_config(lm_cfg, tokenizer_path=tokenizer_path)
+    run_tokenizer = None
+    if tokenizer_path and accelerator.is_main_process:
+        # A run directory is self-contained: the engine loads model, tokenizer and codec from it alone.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run_tokenizer = out_dir / "tokenizer.model"
+        if Path(tokenizer_path).resolve() != run_tokenizer.resolve():
+            shutil.copyfile(tokenizer_path, run_tokenizer)
     model = built.model
     model.train()
     n_val = max(1, int(len(streams) * float(cfg.lm_data.val_fraction))) if len(streams) > 1 else 0
@@ -271,6 +280,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 ],
                 "config": OmegaConf.to_container(cfg, resolve=True),
                 "lm_kwargs": {"delays": built.delays, "n_q": built.n_q},
+                "tokenizer": run_tokenizer.name if run_tokenizer is not None else None,
             },
         )
 
