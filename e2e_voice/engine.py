@@ -93,6 +93,11 @@ class DuplexEngine:
                 f"the codec produces {codec.num_codebooks} codebooks but the LM needs"
                 f" {max(lm.dep_q, self.user_q)}"
             )
+        if lm.card > codec.cardinality:
+            raise ValueError(
+                f"the LM writes audio codes up to {lm.card} but the codec's codebooks hold"
+                f" {codec.cardinality}: train the LM with lm.card equal to the codec's codebook_size"
+            )
         self.codec, self.lm = codec.eval(), lm.eval()
         self.text_piece = text_piece
         self.silent_text_ids = {lm.existing_text_padding_id, lm.existing_text_end_padding_id}
