@@ -15,11 +15,11 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("e2e_voice.assets.cli", "install, list and verify the offline model bundle"),
     "demo": ("e2e_voice.demo", "answer a question offline: LLM -> Kokoro TTS -> codecs -> Whisper WER"),
+    "synth-data": ("e2e_voice.data.synth_cli", "generate the synthetic two-channel dialogue corpus"),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
 PLANNED: dict[str, tuple[int, str]] = {
-    "synth-data": (3, "generate the synthetic two-channel dialogue corpus"),
     "train-codec": (4, "train a Mimi codec"),
     "train-lm": (5, "train the joint speech-text model"),
     "serve": (6, "full-duplex websocket server and browser page"),
