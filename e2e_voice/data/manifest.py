@@ -118,11 +118,8 @@ class DialogueEntry:
     def to_json(self, root: Path | None = None) -> dict[str, Any]:
         """JSON object of this entry; ``audio`` is written relative to ``root`` when it lies below it."""
         audio = str(self.audio)
-        if root is not None:
-            try:
-                audio = os.path.relpath(self.audio, root) if self.audio.is_absolute() else audio
-            except ValueError:  # another drive on Windows
-                pass
+        if root is not None and self.audio.is_absolute():
+            audio = os.path.relpath(self.audio, root)
         return {
             "id": self.id,
             "audio": audio,
@@ -164,9 +161,7 @@ def _speaker(obj: dict[str, Any], where: str) -> str:
     return str(speaker)
 
 
-def parse_entry(
-    obj: Any, root: Path, where: str = "entry", *, check_audio: bool = True
-) -> DialogueEntry:
+def parse_entry(obj: Any, root: Path, where: str = "entry", *, check_audio: bool = True) -> DialogueEntry:
     """Validate one decoded JSON object and build its entry.
 
     Args:
@@ -210,7 +205,8 @@ def parse_entry(
             )
         if abs(info.frames / info.samplerate - duration) > _TOLERANCE_S:
             raise ManifestError(
-                f"{where}: duration says {duration:.3f}s but {audio} holds {info.frames / info.samplerate:.3f}s"
+                f"{where}: duration says {duration:.3f}s but {audio} holds"
+                f" {info.frames / info.samplerate:.3f}s"
             )
     if not isinstance(obj["words"], list):
         raise ManifestError(f"{where}: 'words' must be a list")

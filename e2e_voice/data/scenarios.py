@@ -122,9 +122,7 @@ def add_noise(
     return out
 
 
-def layout(
-    exchanges: list[Exchange], say: SayFn, rng: np.random.Generator, timing: TimingSettings
-) -> Layout:
+def layout(exchanges: list[Exchange], say: SayFn, rng: np.random.Generator, timing: TimingSettings) -> Layout:
     """Place the utterances of ``exchanges`` on a two-channel timeline (see the module docstring).
 
     Args:
@@ -208,6 +206,7 @@ def layout(
         else:
             t = a_end + _u(rng, timing.user_gap_s)
     ends = [s + len(a) for clips in placed.values() for s, a in clips]
+    ends += [round(e.end * SAMPLE_RATE) for e in out.events]  # a final long silence is part of the file
     total = max(ends) + round(_u(rng, timing.tail_s) * SAMPLE_RATE)
     audio = np.zeros((2, total), np.float32)
     for role, clips in placed.items():

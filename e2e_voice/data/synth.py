@@ -69,7 +69,7 @@ class SynthSettings:
     audio_format: str = "flac"
     exchanges: tuple[int, int] = (2, 4)
     splits: dict[str, float] = field(default_factory=lambda: {"train": 0.9, "valid": 0.05, "test": 0.05})
-    assistant: VoiceSpec = VoiceSpec("kokoro", "jm_kumo")
+    assistant: VoiceSpec = field(default_factory=lambda: VoiceSpec("kokoro", "jm_kumo"))
     users: tuple[VoicePool, ...] = (VoicePool("espeak", ("en-us",)),)
     content_source: str = "llm"
     llm: dict[str, Any] = field(default_factory=dict)
@@ -82,7 +82,7 @@ class SynthSettings:
     scenario_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 1.0))
     noise_prob: float = 0.3
     snr_db: tuple[float, float] = (5.0, 25.0)
-    timing: TimingSettings = TimingSettings()
+    timing: TimingSettings = field(default_factory=TimingSettings)
     use_cache: bool = True
     cache_root: Path | None = None
 
@@ -106,7 +106,9 @@ class SynthSettings:
             raise ValueError(f"splits must be fractions for {SPLITS}, got {self.splits}")
         for pool in self.users:
             if pool.engine not in engines.ENGINES:
-                raise ValueError(f"unknown user TTS engine '{pool.engine}'; available: {', '.join(engines.ENGINES)}")
+                raise ValueError(
+                    f"unknown user TTS engine '{pool.engine}'; available: {', '.join(engines.ENGINES)}"
+                )
         if self.assistant.engine not in engines.ENGINES:
             raise ValueError(f"unknown assistant TTS engine '{self.assistant.engine}'")
 
@@ -263,7 +265,7 @@ class Speaker:
             audio, timed = synthesize_concat(spec, text)
             self.timings["tts"] += time.perf_counter() - t
         else:
-            audio, offset = trim(engines.synthesize(spec, text))
+            audio, _ = trim(engines.synthesize(spec, text))
             if audio.size == 0:
                 raise RuntimeError(f"{spec.describe()} produced silence for {text!r}")
             self.timings["tts"] += time.perf_counter() - t
@@ -373,7 +375,9 @@ def generate(settings: SynthSettings) -> SynthResult:
     t = time.perf_counter()
     if settings.content_source == "llm":
         llm = LLMAnswers(settings)
-        plans = [replace(p, answers=llm.conversation(p)) for p in tqdm(plans, desc="llm answers", unit="conv")]
+        plans = [
+            replace(p, answers=llm.conversation(p)) for p in tqdm(plans, desc="llm answers", unit="conv")
+        ]
     else:
         plans = [replace(p, answers=template_answers(settings, p)) for p in plans]
     stage["llm"] = time.perf_counter() - t
@@ -387,7 +391,10 @@ def generate(settings: SynthSettings) -> SynthResult:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(
-            settings.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+            settings.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads,),
         ) as pool:
             futures = [pool.submit(_render_job, settings, p) for p in plans]
             for fut in as_completed(futures):

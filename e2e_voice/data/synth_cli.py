@@ -54,9 +54,10 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
         raise ValueError("no user voices enabled: give at least one users.<engine> a positive weight")
     s = c["scenarios"]
     t = s["timing"]
-    timing = TimingSettings(
-        **{k: (_pair(v, f"scenarios.timing.{k}") if isinstance(v, list) else float(v)) for k, v in t.items()}
-    )
+    timing_kwargs: dict[str, Any] = {
+        k: (_pair(v, f"scenarios.timing.{k}") if isinstance(v, list) else float(v)) for k, v in t.items()
+    }
+    timing = TimingSettings(**timing_kwargs)
     content = c["content"]
     return SynthSettings(
         out_dir=out_dir,

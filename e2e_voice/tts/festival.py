@@ -10,14 +10,18 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-_INSTALL_HINT = "install it with `sudo apt-get install festival festvox-kallpc16k` (or run `make setup` as root)"
+_INSTALL_HINT = (
+    "install it with `sudo apt-get install festival festvox-kallpc16k` (or run `make setup` as root)"
+)
 
 
 class FestivalError(RuntimeError):
     """festival is missing or failed."""
 
 
-def synthesize(text: str, voice: str = "kal_diphone", duration_stretch: float = 1.0) -> tuple[np.ndarray, int]:
+def synthesize(
+    text: str, voice: str = "kal_diphone", duration_stretch: float = 1.0
+) -> tuple[np.ndarray, int]:
     """Synthesize ``text`` with festival's ``text2wave``.
 
     Args:
