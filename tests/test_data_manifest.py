@@ -139,4 +139,4 @@ def test_fixture_is_valid_and_relocatable(tmp_path: Path) -> None:
             assert (info.channels, info.samplerate) == (2, 24000)
             assert set(CHANNEL_OF) == {w.speaker for w in e.words}
     size = sum(p.stat().st_size for p in FIXTURE.parent.rglob("*") if p.is_file())
-    assert size < 2_000_000, size
+    assert size < 2 * 1024 * 1024, size  # < 2 MiB

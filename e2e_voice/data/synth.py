@@ -82,6 +82,7 @@ class SynthSettings:
     scenario_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 1.0))
     noise_prob: float = 0.3
     snr_db: tuple[float, float] = (5.0, 25.0)
+    noise_colors: tuple[str, ...] = NOISE_COLORS
     timing: TimingSettings = field(default_factory=TimingSettings)
     use_cache: bool = True
     cache_root: Path | None = None
@@ -102,6 +103,10 @@ class SynthSettings:
             raise ValueError(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
         if sum(self.scenario_weights.values()) <= 0:
             raise ValueError("scenario weights must not all be zero")
+        if not self.noise_colors or set(self.noise_colors) - set(NOISE_COLORS):
+            raise ValueError(
+                f"noise_colors must be a non-empty subset of {NOISE_COLORS}, got {self.noise_colors}"
+            )
         if set(self.splits) - set(SPLITS) or sum(self.splits.values()) <= 0:
             raise ValueError(f"splits must be fractions for {SPLITS}, got {self.splits}")
         for pool in self.users:
@@ -171,7 +176,7 @@ def plan(settings: SynthSettings, index: int) -> ConversationPlan:
         openers=tuple(str(rng.choice(content.INTERRUPTIONS)) for _ in range(n)),
         stop_text=str(rng.choice(content.STOP_REQUESTS)),
         snr_db=snr,
-        noise_color=str(rng.choice(NOISE_COLORS)),
+        noise_color=str(settings.noise_colors[int(rng.integers(len(settings.noise_colors)))]),
     )
 
 
@@ -301,7 +306,10 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
     exchanges = []
     for i, (prompt, answer, scenario) in enumerate(zip(p.prompts, p.answers, p.scenarios)):
         if i > 0 and p.scenarios[i - 1] == "interruption":
-            prompt = f"{p.openers[i]} {prompt[0].lower()}{prompt[1:]}"
+            opener = p.openers[i]
+            prompt = (
+                f"{opener} {prompt[0].lower()}{prompt[1:]}" if opener.endswith(",") else f"{opener} {prompt}"
+            )
         exchanges.append(Exchange(prompt, answer, scenario, p.backchannels[i], p.stop_text))
     rng = np.random.default_rng([settings.seed, p.index, 3])
     laid = layout(exchanges, lambda role, text: speaker.say(voices[role], text), rng, settings.timing)

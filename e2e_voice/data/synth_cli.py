@@ -80,6 +80,7 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
         scenario_weights={k: float(v) for k, v in s["weights"].items()},
         noise_prob=float(s["noise_prob"]),
         snr_db=_pair(s["snr_db"], "scenarios.snr_db"),
+        noise_colors=tuple(str(x) for x in s["noise_colors"]),
         timing=timing,
         use_cache=bool(c["cache"]["enabled"]),
         cache_root=None if c["cache"].get("dir") is None else Path(c["cache"]["dir"]),
