@@ -140,3 +140,18 @@ def test_fixture_is_valid_and_relocatable(tmp_path: Path) -> None:
             assert set(CHANNEL_OF) == {w.speaker for w in e.words}
     size = sum(p.stat().st_size for p in FIXTURE.parent.rglob("*") if p.is_file())
     assert size < 2 * 1024 * 1024, size  # < 2 MiB
+
+
+def test_moshi_finetune_round_trip(tmp_path: Path) -> None:
+    from e2e_voice.data.convert import from_moshi_finetune, to_moshi_finetune
+
+    entry = read_manifest(FIXTURE).entries[0]
+    wav = tmp_path / "call.wav"
+    data, sr = sf.read(str(entry.audio), dtype="int16")
+    sf.write(str(wav), data, sr, subtype="PCM_16")
+    wav.with_suffix(".json").write_text(json.dumps(to_moshi_finetune(entry)))
+    back = from_moshi_finetune(wav, entry.duration)
+    assert back.words == entry.words
+    wav.with_suffix(".json").write_text(json.dumps({"alignments": [["hi", 0.1, "SPEAKER_MAIN"]]}))
+    with pytest.raises(ManifestError, match="alignment 0 is not"):
+        from_moshi_finetune(wav, entry.duration)
