@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -378,37 +378,43 @@ def generate(settings: SynthSettings) -> SynthResult:
     t_start = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     engines.set_threads(threads)
-    plans = [plan(settings, i) for i in range(settings.num_conversations)]
-    stage = {"plan": time.perf_counter() - t_start}
-    t = time.perf_counter()
     if settings.content_source == "llm":
-        llm = LLMAnswers(settings)
-        plans = [
-            replace(p, answers=llm.conversation(p)) for p in tqdm(plans, desc="llm answers", unit="conv")
-        ]
-    else:
-        plans = [replace(p, answers=template_answers(settings, p)) for p in plans]
-    stage["llm"] = time.perf_counter() - t
+        import torch
+
+        torch.set_num_threads(threads)  # the LLM shares the cores with the render workers
+    plans = [plan(settings, i) for i in range(settings.num_conversations)]
+    stage = {"plan": time.perf_counter() - t_start, "llm": 0.0}
+    llm = LLMAnswers(settings) if settings.content_source == "llm" else None
+
+    def answered(p: ConversationPlan) -> ConversationPlan:
+        t = time.perf_counter()
+        answers = llm.conversation(p) if llm is not None else template_answers(settings, p)
+        stage["llm"] += time.perf_counter() - t
+        return replace(p, answers=answers)
+
     results: dict[int, tuple[dict[str, Any], dict[str, float]]] = {}
-    bar = tqdm(total=len(plans), desc="render", unit="conv")
+    bar = tqdm(total=len(plans), desc="answer + render", unit="conv")
     if settings.workers == 1:
         for p in plans:
-            results[p.index] = render(settings, p)
+            results[p.index] = render(settings, answered(p))
             bar.update()
     else:
         import multiprocessing as mp
 
+        # The LLM answers conversation i+1 in this process while the workers render conversation i.
         with ProcessPoolExecutor(
             settings.workers,
             mp_context=mp.get_context("spawn"),
             initializer=_init_worker,
             initargs=(threads,),
         ) as pool:
-            futures = [pool.submit(_render_job, settings, p) for p in plans]
-            for fut in as_completed(futures):
+            futures = []
+            for p in plans:
+                futures.append(pool.submit(_render_job, settings, answered(p)))
+                futures[-1].add_done_callback(lambda _: bar.update())
+            for fut in futures:
                 index, entry, timings = fut.result()
                 results[index] = (entry, timings)
-                bar.update()
     bar.close()
     for name in ("tts", "align", "layout", "mix", "write"):
         stage[name] = sum(r[1][name] for r in results.values())
