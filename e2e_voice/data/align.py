@@ -11,7 +11,9 @@ times interpolated between their matched neighbours, in proportion to their leng
 timestamps are exact by construction, but the prosody is choppy; it is fast for tests and it is the
 ground truth that measures the ``whisper`` method's error (``benchmarks/bench_align.py``).
 
-Measured error of ``whisper`` against ``concat`` ground truth: see the README "Data" section.
+Measured error of ``whisper`` against ``concat`` ground truth (``benchmarks/bench_align.py``, 59 words per
+voice): mean absolute boundary error 257 ms for Kokoro jm_kumo, 116 ms for Piper, 191 ms for espeak-ng,
+166 ms for flite — nearly all a systematic early bias of Whisper's timestamps (README, "Data").
 """
 
 from __future__ import annotations
