@@ -24,11 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train the joint speech-text model (Hydra overrides, e.g. +experiment=lm_tiny_cpu)",
     ),
     "train-codec": ("train.codec", "train a Mimi codec (Hydra; +experiment=codec_cpu|codec_gpu|codec_debug)"),
+    "synth-data": ("e2e_voice.data.synth_cli", "generate the synthetic two-channel dialogue corpus"),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
 PLANNED: dict[str, tuple[int, str]] = {
-    "synth-data": (3, "generate the synthetic two-channel dialogue corpus"),
     "converse": (6, "play a user recording through a system"),
     "bench": (8, "benchmark the end-to-end model against the cascade"),
 }

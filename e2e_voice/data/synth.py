@@ -1,0 +1,445 @@
+"""``e2e-voice synth-data``: generate the synthetic two-channel dialogue corpus.
+
+Three stages, each timed: **plan** every conversation from ``(seed, index)`` (voices, prompts,
+scenarios, split), **answer** the user prompts with the offline LLM in the main process (or fill them
+from templates), then **render** (TTS + word alignment + layout + mixing + writing) across worker
+processes. Everything random is drawn from ``np.random.default_rng([seed, index, stage])``, so a
+conversation does not depend on the number of workers or on the other conversations.
+
+LLM answers and TTS clips (with their word times) are cached under
+``cache_dir() / "synth"``, keyed by a hash of engine + voice + parameters + text, and reused across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from e2e_voice.assets.registry import cache_dir
+from e2e_voice.constants import SAMPLE_RATE
+from e2e_voice.data import content
+from e2e_voice.data.align import Timed, WhisperAligner, split_words, synthesize_concat, trim
+from e2e_voice.data.manifest import ASSISTANT, USER, DialogueEntry, Event, write_manifest
+from e2e_voice.data.scenarios import SCENARIOS, Exchange, TimingSettings, add_noise, layout, scenario_tags
+from e2e_voice.tts import engines
+from e2e_voice.tts.engines import VoiceSpec
+
+SPLITS = ("train", "valid", "test")
+NOISE_COLORS = ("white", "pink", "brown")
+
+
+@dataclass(frozen=True)
+class VoicePool:
+    """User voices of one engine: a voice is drawn from ``voices``, rate/pitch/noise uniformly from ranges."""
+
+    engine: str
+    voices: tuple[str, ...]
+    weight: float = 1.0
+    rate: tuple[float, float] = (1.0, 1.0)
+    pitch: tuple[float, float] | None = None
+    noise: tuple[float, float] | None = None
+
+    def draw(self, rng: np.random.Generator) -> VoiceSpec:
+        """One concrete voice, with rounded jitter (so cache keys repeat)."""
+        voice = str(self.voices[int(rng.integers(len(self.voices)))])
+        rate = round(float(rng.uniform(*self.rate)), 2)
+        pitch = None if self.pitch is None else round(float(rng.uniform(*self.pitch)))
+        noise = None if self.noise is None else round(float(rng.uniform(*self.noise)), 2)
+        return VoiceSpec(self.engine, voice, rate, pitch, noise)
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """Everything the generator needs (built from the Hydra config by :func:`settings_from_config`)."""
+
+    out_dir: Path
+    num_conversations: int
+    seed: int = 0
+    workers: int = 1
+    audio_format: str = "flac"
+    exchanges: tuple[int, int] = (2, 4)
+    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.9, "valid": 0.05, "test": 0.05})
+    assistant: VoiceSpec = field(default_factory=lambda: VoiceSpec("kokoro", "jm_kumo"))
+    users: tuple[VoicePool, ...] = (VoicePool("espeak", ("en-us",)),)
+    content_source: str = "llm"
+    llm: dict[str, Any] = field(default_factory=dict)
+    follow_up_prob: float = 0.3
+    history_exchanges: int = 2
+    template_sentences: tuple[int, int] = (1, 3)
+    alignment: str = "whisper"
+    aligner_model: str = "whisper-base"
+    aligner_path: str | None = None
+    scenario_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 1.0))
+    noise_prob: float = 0.3
+    snr_db: tuple[float, float] = (5.0, 25.0)
+    noise_colors: tuple[str, ...] = NOISE_COLORS
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    use_cache: bool = True
+    cache_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_conversations < 1:
+            raise ValueError(f"num_conversations must be >= 1, got {self.num_conversations}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.audio_format not in ("flac", "wav"):
+            raise ValueError(f"audio_format must be 'flac' or 'wav', got '{self.audio_format}'")
+        if self.content_source not in ("llm", "templates"):
+            raise ValueError(f"content.source must be 'llm' or 'templates', got '{self.content_source}'")
+        if self.alignment not in ("whisper", "concat"):
+            raise ValueError(f"alignment must be 'whisper' or 'concat', got '{self.alignment}'")
+        unknown = set(self.scenario_weights) - set(SCENARIOS)
+        if unknown:
+            raise ValueError(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+        if sum(self.scenario_weights.values()) <= 0:
+            raise ValueError("scenario weights must not all be zero")
+        if not self.noise_colors or set(self.noise_colors) - set(NOISE_COLORS):
+            raise ValueError(
+                f"noise_colors must be a non-empty subset of {NOISE_COLORS}, got {self.noise_colors}"
+            )
+        if set(self.splits) - set(SPLITS) or sum(self.splits.values()) <= 0:
+            raise ValueError(f"splits must be fractions for {SPLITS}, got {self.splits}")
+        for pool in self.users:
+            if pool.engine not in engines.ENGINES:
+                raise ValueError(
+                    f"unknown user TTS engine '{pool.engine}'; available: {', '.join(engines.ENGINES)}"
+                )
+        if self.assistant.engine not in engines.ENGINES:
+            raise ValueError(f"unknown assistant TTS engine '{self.assistant.engine}'")
+
+
+@dataclass(frozen=True)
+class ConversationPlan:
+    """Everything decided before audio: voices, words to say, scenarios, split."""
+
+    index: int
+    id: str
+    split: str
+    user_voice: VoiceSpec
+    prompts: tuple[str, ...]
+    scenarios: tuple[str, ...]
+    backchannels: tuple[str, ...]
+    openers: tuple[str, ...]
+    stop_text: str
+    snr_db: float | None
+    noise_color: str
+    answers: tuple[str, ...] = ()
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cache_root(settings: SynthSettings) -> Path:
+    return settings.cache_root or cache_dir() / "synth"
+
+
+def plan(settings: SynthSettings, index: int) -> ConversationPlan:
+    """Plan conversation ``index``; depends only on ``settings`` and ``index``."""
+    rng = np.random.default_rng([settings.seed, index, 1])
+    names = [s for s in SPLITS if s in settings.splits]
+    fractions = np.array([settings.splits[s] for s in names], dtype=np.float64)
+    split = names[int(np.searchsorted(np.cumsum(fractions / fractions.sum()), rng.random(), side="right"))]
+    pools = settings.users
+    weights = np.array([p.weight for p in pools], dtype=np.float64)
+    user_voice = pools[int(rng.choice(len(pools), p=weights / weights.sum()))].draw(rng)
+    n = int(rng.integers(settings.exchanges[0], settings.exchanges[1] + 1))
+    prompts = []
+    for i in range(n):
+        if i > 0 and settings.content_source == "llm" and rng.random() < settings.follow_up_prob:
+            prompts.append(str(rng.choice(content.FOLLOW_UPS)))
+        else:
+            prompts.append(str(rng.choice(content.PROMPTS)))
+    kinds = list(settings.scenario_weights)
+    sw = np.array([settings.scenario_weights[k] for k in kinds], dtype=np.float64)
+    scenarios = tuple(str(kinds[int(rng.choice(len(kinds), p=sw / sw.sum()))]) for _ in range(n))
+    noisy = rng.random() < settings.noise_prob
+    snr = round(float(rng.uniform(*settings.snr_db)), 1) if noisy else None
+    return ConversationPlan(
+        index=index,
+        id=f"conv_{index:06d}",
+        split=split,
+        user_voice=user_voice,
+        prompts=tuple(prompts),
+        scenarios=scenarios,
+        backchannels=tuple(str(rng.choice(content.BACKCHANNELS)) for _ in range(n)),
+        openers=tuple(str(rng.choice(content.INTERRUPTIONS)) for _ in range(n)),
+        stop_text=str(rng.choice(content.STOP_REQUESTS)),
+        snr_db=snr,
+        noise_color=str(settings.noise_colors[int(rng.integers(len(settings.noise_colors)))]),
+    )
+
+
+def template_answers(settings: SynthSettings, p: ConversationPlan) -> tuple[str, ...]:
+    """1-3 template sentences per prompt, drawn from ``(seed, index)``."""
+    rng = np.random.default_rng([settings.seed, p.index, 2])
+    lo, hi = settings.template_sentences
+    return tuple(
+        " ".join(rng.choice(content.TEMPLATE_SENTENCES, size=int(rng.integers(lo, hi + 1)), replace=False))
+        for _ in p.prompts
+    )
+
+
+class LLMAnswers:
+    """Answers from the offline chat LM, cached on disk by model settings + history + prompt."""
+
+    def __init__(self, settings: SynthSettings) -> None:
+        self.settings = settings
+        self.root = _cache_root(settings) / "llm"
+        self._lm: Any = None
+        self.seconds = 0.0
+        self.hits = 0
+
+    def _model(self) -> Any:
+        if self._lm is None:
+            from e2e_voice.text.llm import ChatLM
+
+            self._lm = ChatLM(**self.settings.llm)
+        return self._lm
+
+    def answer(self, prompt: str, history: list[dict[str, str]]) -> str:
+        """The assistant's answer to ``prompt`` after ``history``."""
+        path = self.root / f"{_key(self.settings.llm, history, prompt)}.json"
+        if self.settings.use_cache and path.is_file():
+            self.hits += 1
+            return str(json.loads(path.read_text("utf-8"))["answer"])
+        t = time.perf_counter()
+        text = " ".join(self._model().reply(prompt, history).split())
+        self.seconds += time.perf_counter() - t
+        if not split_words(text):  # an empty answer would make a silent turn; say so instead
+            text = "Sorry, I do not know."
+        if self.settings.use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"prompt": prompt, "history": history, "answer": text}), "utf-8")
+            tmp.replace(path)
+        return text
+
+    def conversation(self, p: ConversationPlan) -> tuple[str, ...]:
+        """Answers for every prompt of ``p``, each seeing the last ``history_exchanges`` exchanges."""
+        history: list[dict[str, str]] = []
+        answers = []
+        for prompt in p.prompts:
+            keep = history[-2 * self.settings.history_exchanges :] if self.settings.history_exchanges else []
+            answer = self.answer(prompt, keep)
+            answers.append(answer)
+            history += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        return tuple(answers)
+
+
+class Speaker:
+    """TTS + word alignment with an on-disk clip cache; times each part."""
+
+    def __init__(self, settings: SynthSettings) -> None:
+        self.settings = settings
+        self.root = _cache_root(settings) / "tts"
+        self._aligner: WhisperAligner | None = None
+        self.timings = {"tts": 0.0, "align": 0.0}
+        self.hits = self.misses = 0
+
+    def _align(self, audio: np.ndarray, text: str) -> list[Timed]:
+        if self._aligner is None:
+            threads = max(1, (os.cpu_count() or 1) // self.settings.workers)
+            self._aligner = WhisperAligner(self.settings.aligner_model, self.settings.aligner_path, threads)
+        return self._aligner.align(audio, text)
+
+    def say(self, spec: VoiceSpec, text: str) -> tuple[np.ndarray, list[Timed]]:
+        """Speech of ``text`` (trimmed, 24 kHz) and its word times."""
+        method = self.settings.alignment
+        aligner = self.settings.aligner_model if method == "whisper" else None
+        path = self.root / f"{_key(asdict(spec), method, aligner, text)}.npz"
+        if self.settings.use_cache and path.is_file():
+            with np.load(path) as z:
+                self.hits += 1
+                audio = z["audio"].astype(np.float32) / 32767
+                timed = [(str(w), float(a), float(b)) for w, a, b in json.loads(str(z["words"]))]
+                return audio, timed
+        self.misses += 1
+        t = time.perf_counter()
+        if method == "concat":
+            audio, timed = synthesize_concat(spec, text)
+            self.timings["tts"] += time.perf_counter() - t
+        else:
+            audio, _ = trim(engines.synthesize(spec, text))
+            if audio.size == 0:
+                raise RuntimeError(f"{spec.describe()} produced silence for {text!r}")
+            self.timings["tts"] += time.perf_counter() - t
+            t = time.perf_counter()
+            timed = self._align(audio, text)
+            self.timings["align"] += time.perf_counter() - t
+        audio = np.clip(audio / max(1.0, float(np.abs(audio).max())), -1, 1)
+        if self.settings.use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, audio=np.round(audio * 32767).astype(np.int16), words=json.dumps(timed))
+            tmp.replace(path)
+            # reload what was stored, so a first run and a cached run give the same bytes
+            audio = np.round(audio * 32767).astype(np.int16).astype(np.float32) / 32767
+        return audio, timed
+
+
+_SPEAKER: list[Speaker] = []
+
+
+def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any], dict[str, float]]:
+    """TTS, layout, noise and writing of one planned conversation.
+
+    Returns:
+        (manifest JSON object with ``audio`` relative to ``out_dir``, seconds per stage).
+    """
+    if not _SPEAKER or _SPEAKER[0].settings != settings:  # one per process (keeps models loaded)
+        _SPEAKER[:] = [Speaker(settings)]
+    speaker = _SPEAKER[0]
+    before = dict(speaker.timings)
+    t0 = time.perf_counter()
+    voices = {ASSISTANT: settings.assistant, USER: p.user_voice}
+    exchanges = []
+    for i, (prompt, answer, scenario) in enumerate(zip(p.prompts, p.answers, p.scenarios)):
+        if i > 0 and p.scenarios[i - 1] == "interruption":
+            opener = p.openers[i]
+            prompt = (
+                f"{opener} {prompt[0].lower()}{prompt[1:]}" if opener.endswith(",") else f"{opener} {prompt}"
+            )
+        exchanges.append(Exchange(prompt, answer, scenario, p.backchannels[i], p.stop_text))
+    rng = np.random.default_rng([settings.seed, p.index, 3])
+    laid = layout(exchanges, lambda role, text: speaker.say(voices[role], text), rng, settings.timing)
+    t_mix = time.perf_counter()
+    audio = laid.audio
+    if p.snr_db is not None:
+        audio = add_noise(audio, laid.turns, p.snr_db, rng, p.noise_color)
+    peak = float(np.abs(audio).max())
+    if peak > 0.99:  # keep both channels' relative level; never clip
+        audio = audio * (0.99 / peak)
+    rel = Path("audio") / f"{p.id}.{settings.audio_format}"
+    path = settings.out_dir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t_write = time.perf_counter()
+    sf.write(str(path), audio.T, SAMPLE_RATE, subtype="PCM_16", format=settings.audio_format.upper())
+    t_end = time.perf_counter()
+    entry = DialogueEntry(
+        id=p.id,
+        audio=rel,
+        duration=audio.shape[-1] / SAMPLE_RATE,
+        words=tuple(laid.words),
+        turns=tuple(laid.turns),
+        events=tuple(laid.events),
+        scenarios=tuple(scenario_tags(laid.events, p.snr_db is not None)),
+        split=p.split,
+        noise_snr_db=p.snr_db,
+        voices={ASSISTANT: settings.assistant.describe(), USER: p.user_voice.describe()},
+    )
+    tts = speaker.timings["tts"] - before["tts"]
+    align = speaker.timings["align"] - before["align"]
+    timings = {
+        "tts": tts,
+        "align": align,
+        "layout": t_mix - t0 - tts - align,
+        "mix": t_write - t_mix,
+        "write": t_end - t_write,
+    }
+    return entry.to_json(), timings
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    engines.set_threads(threads)
+
+
+def _render_job(settings: SynthSettings, p: ConversationPlan) -> tuple[int, dict[str, Any], dict[str, float]]:
+    entry, timings = render(settings, p)
+    return p.index, entry, timings
+
+
+@dataclass
+class SynthResult:
+    """What a run produced."""
+
+    manifests: dict[str, Path]
+    entries: list[dict[str, Any]]
+    audio_seconds: float
+    wall_seconds: float
+    stage_seconds: dict[str, float]
+
+
+def generate(settings: SynthSettings) -> SynthResult:
+    """Plan, answer and render ``settings.num_conversations`` conversations; write the manifests."""
+    t_start = time.perf_counter()
+    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    engines.set_threads(threads)
+    if settings.content_source == "llm":
+        import torch
+
+        torch.set_num_threads(threads)  # the LLM shares the cores with the render workers
+    plans = [plan(settings, i) for i in range(settings.num_conversations)]
+    stage = {"plan": time.perf_counter() - t_start, "llm": 0.0}
+    llm = LLMAnswers(settings) if settings.content_source == "llm" else None
+
+    def answered(p: ConversationPlan) -> ConversationPlan:
+        t = time.perf_counter()
+        answers = llm.conversation(p) if llm is not None else template_answers(settings, p)
+        stage["llm"] += time.perf_counter() - t
+        return replace(p, answers=answers)
+
+    results: dict[int, tuple[dict[str, Any], dict[str, float]]] = {}
+    bar = tqdm(total=len(plans), desc="answer + render", unit="conv")
+    if settings.workers == 1:
+        for p in plans:
+            results[p.index] = render(settings, answered(p))
+            bar.update()
+    else:
+        import multiprocessing as mp
+
+        # The LLM answers conversation i+1 in this process while the workers render conversation i.
+        with ProcessPoolExecutor(
+            settings.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(threads,),
+        ) as pool:
+            futures = []
+            for p in plans:
+                futures.append(pool.submit(_render_job, settings, answered(p)))
+                futures[-1].add_done_callback(lambda _: bar.update())
+            for fut in futures:
+                index, entry, timings = fut.result()
+                results[index] = (entry, timings)
+    bar.close()
+    for name in ("tts", "align", "layout", "mix", "write"):
+        stage[name] = sum(r[1][name] for r in results.values())
+    entries = [results[i][0] for i in range(len(plans))]
+    manifests = {}
+    for split in SPLITS:
+        rows = [e for e in entries if e["split"] == split]
+        path = settings.out_dir / f"{split}.jsonl"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in rows), "utf-8")
+        tmp.replace(path)
+        manifests[split] = path
+    audio_seconds = sum(float(e["duration"]) for e in entries)
+    return SynthResult(manifests, entries, audio_seconds, time.perf_counter() - t_start, stage)
+
+
+__all__ = [
+    "ConversationPlan",
+    "DialogueEntry",
+    "Event",
+    "SynthResult",
+    "SynthSettings",
+    "VoicePool",
+    "generate",
+    "plan",
+    "render",
+    "write_manifest",
+]

@@ -1,0 +1,141 @@
+"""Hydra entry point of ``e2e-voice synth-data`` and the one builder that reads its config.
+
+Example: ``e2e-voice synth-data num_conversations=40 workers=2 out_dir=data/generated/synthetic``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
+from e2e_voice.data.scenarios import TimingSettings
+from e2e_voice.data.synth import SynthResult, SynthSettings, VoicePool, generate
+from e2e_voice.tts.engines import VoiceSpec
+
+
+def _pair(value: Any, name: str) -> tuple[float, float]:
+    lo, hi = (float(v) for v in value)
+    if lo > hi:
+        raise ValueError(f"{name}: range [{lo}, {hi}] has its bounds reversed")
+    return lo, hi
+
+
+def settings_from_config(cfg: DictConfig) -> SynthSettings:
+    """Build :class:`SynthSettings` from the ``synth_data`` config (the only place that reads it)."""
+    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    out_dir = Path(c["out_dir"])
+    out_dir = out_dir if out_dir.is_absolute() else REPO_ROOT / out_dir
+    a = c["assistant"]
+    assistant = VoiceSpec(a["engine"], a["voice"], float(a.get("rate", 1.0)), a.get("pitch"), a.get("noise"))
+    users = []
+    for name, u in c["users"].items():
+        if not u or float(u.get("weight", 1.0)) <= 0:
+            continue
+        voices = u.get("voices") or []
+        if not voices:
+            raise ValueError(f"users.{name}: 'voices' is empty; list at least one voice or set weight: 0")
+        users.append(
+            VoicePool(
+                engine=u["engine"],
+                voices=tuple(str(v) for v in voices),
+                weight=float(u.get("weight", 1.0)),
+                rate=_pair(u.get("rate", [1.0, 1.0]), f"users.{name}.rate"),
+                pitch=None if u.get("pitch") is None else _pair(u["pitch"], f"users.{name}.pitch"),
+                noise=None if u.get("noise") is None else _pair(u["noise"], f"users.{name}.noise"),
+            )
+        )
+    if not users:
+        raise ValueError("no user voices enabled: give at least one users.<engine> a positive weight")
+    s = c["scenarios"]
+    t = s["timing"]
+    timing_kwargs: dict[str, Any] = {
+        k: (_pair(v, f"scenarios.timing.{k}") if isinstance(v, list) else float(v)) for k, v in t.items()
+    }
+    timing = TimingSettings(**timing_kwargs)
+    content = c["content"]
+    return SynthSettings(
+        out_dir=out_dir,
+        num_conversations=int(c["num_conversations"]),
+        seed=int(c["seed"]),
+        workers=int(c["workers"]),
+        audio_format=str(c["audio_format"]),
+        exchanges=(int(c["exchanges"][0]), int(c["exchanges"][1])),
+        splits={k: float(v) for k, v in c["splits"].items()},
+        assistant=assistant,
+        users=tuple(users),
+        content_source=str(content["source"]),
+        llm=dict(content["llm"]),
+        follow_up_prob=float(content["follow_up_prob"]),
+        history_exchanges=int(content["history_exchanges"]),
+        template_sentences=(int(content["template_sentences"][0]), int(content["template_sentences"][1])),
+        alignment=str(c["alignment"]["method"]),
+        aligner_model=str(c["alignment"]["model"]),
+        aligner_path=c["alignment"].get("model_path"),
+        scenario_weights={k: float(v) for k, v in s["weights"].items()},
+        noise_prob=float(s["noise_prob"]),
+        snr_db=_pair(s["snr_db"], "scenarios.snr_db"),
+        noise_colors=tuple(str(x) for x in s["noise_colors"]),
+        timing=timing,
+        use_cache=bool(c["cache"]["enabled"]),
+        cache_root=None if c["cache"].get("dir") is None else Path(c["cache"]["dir"]),
+    )
+
+
+def summarize(result: SynthResult, settings: SynthSettings) -> dict[str, Any]:
+    """Counts, rate and where the time went; also written to ``<out_dir>/synth_summary.json``."""
+    counts: dict[str, int] = {}
+    for e in result.entries:
+        for tag in e["scenarios"]:
+            counts[tag] = counts.get(tag, 0) + 1
+    busy = sum(result.stage_seconds.values())
+    summary = {
+        "conversations": len(result.entries),
+        "per_split": {k: sum(e["split"] == k for e in result.entries) for k in result.manifests},
+        "audio_seconds": result.audio_seconds,
+        "wall_seconds": result.wall_seconds,
+        "audio_seconds_per_wall_second": result.audio_seconds / max(result.wall_seconds, 1e-9),
+        "hours_per_30_min": result.audio_seconds / max(result.wall_seconds, 1e-9) * 1800 / 3600,
+        "workers": settings.workers,
+        "stage_seconds": result.stage_seconds,
+        "stage_share": {k: v / busy for k, v in result.stage_seconds.items()} if busy else {},
+        "scenario_counts": counts,
+        "manifests": {k: str(v) for k, v in result.manifests.items()},
+    }
+    (settings.out_dir / "synth_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The run as a small table."""
+    print(
+        f"\n{summary['conversations']} conversations ({summary['per_split']}), "
+        f"{summary['audio_seconds'] / 60:.1f} min of audio in {summary['wall_seconds']:.0f} s wall "
+        f"with {summary['workers']} worker(s): {summary['audio_seconds_per_wall_second']:.2f}x real time "
+        f"= {summary['hours_per_30_min']:.2f} h of conversation per 30 min"
+    )
+    print(f"\n{'stage':<8} {'seconds':>9} {'share':>6}   (render stages summed over workers)")
+    for k, v in summary["stage_seconds"].items():
+        print(f"{k:<8} {v:9.1f} {100 * summary['stage_share'].get(k, 0):5.1f}%")
+    print(f"\nscenarios: {summary['scenario_counts']}")
+    for split, path in summary["manifests"].items():
+        print(f"{split:<6} {path}")
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="synth_data", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    settings = settings_from_config(cfg)
+    result = generate(settings)
+    print_summary(summarize(result, settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point used by ``e2e-voice synth-data`` (overrides are read from ``sys.argv``)."""
+    _hydra_main()
+    return 0

@@ -1,0 +1,308 @@
+"""The synthetic dialogue generator: alignment, channels, scenario timing, noise SNR, determinism.
+
+Fast tests generate a few conversations with fast engines (espeak/flite/piper users, a Piper
+assistant, template answers, word-by-word alignment); the committed fixture (Kokoro assistant, LLM
+answers, Whisper alignment) is checked with the same invariants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from e2e_voice import cli
+from e2e_voice.data.align import split_words
+from e2e_voice.data.manifest import ASSISTANT, CHANNEL_OF, USER, DialogueEntry, read_manifest
+from e2e_voice.data.scenarios import TimingSettings, active_mask
+from e2e_voice.data.synth import SynthSettings, VoicePool, generate, plan
+from e2e_voice.tts.engines import VoiceSpec
+
+FIXTURE = Path(__file__).parent / "fixtures" / "dialogues" / "manifest.jsonl"
+SR = 24000
+SILENT_DB = -45.0  # a channel with nothing placed is digital silence; this is far above it
+TIMING = TimingSettings()
+
+
+def fast_settings(out: Path, **over: object) -> SynthSettings:
+    base = SynthSettings(
+        out_dir=out,
+        num_conversations=4,
+        seed=3,
+        workers=1,
+        exchanges=(2, 3),
+        assistant=VoiceSpec("espeak", "en-us+m3", rate=1.1),
+        users=(
+            VoicePool("espeak", ("en-us+f2", "en-gb+m3"), rate=(0.9, 1.1), pitch=(30, 70)),
+            VoicePool("flite", ("slt", "rms"), rate=(0.9, 1.1)),
+        ),
+        content_source="templates",
+        alignment="concat",
+        scenario_weights={"pause": 1, "interruption": 1, "backchannel": 1, "long_silence": 1},
+        noise_prob=0.5,
+        snr_db=(8.0, 20.0),
+        use_cache=False,
+    )
+    return replace(base, **over)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> list[DialogueEntry]:
+    out = tmp_path_factory.mktemp("synth")
+    generate(fast_settings(out))
+    return [e for s in ("train", "valid", "test") for e in read_manifest(out / f"{s}.jsonl").entries]
+
+
+def _db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-12)) if x.size else -120.0
+
+
+def _seg(audio: np.ndarray, ch: int, a: float, b: float) -> np.ndarray:
+    return audio[ch, max(0, round(a * SR)) : max(0, round(b * SR))]
+
+
+def _load(e: DialogueEntry) -> np.ndarray:
+    data, sr = sf.read(str(e.audio), dtype="float32", always_2d=True)
+    assert sr == SR
+    return data.T  # [C=2, T]
+
+
+def check_alignment(e: DialogueEntry) -> None:
+    """Words lie inside the audio and inside their turns, and spell the turn texts in order."""
+    for w in e.words:
+        assert 0 <= w.start <= w.end <= e.duration, w
+    for t in e.turns:
+        inside = [w.word for w in e.words if w.speaker == t.speaker and t.start - 1e-3 <= w.start < t.end]
+        assert inside == split_words(t.text), (t, inside)
+
+
+def check_channels(e: DialogueEntry, audio: np.ndarray) -> None:
+    """Each speaker's words carry energy in their own channel; the assistant channel is silent when
+    only the user speaks (and the user channel when only the assistant speaks, unless noisy)."""
+    n = audio.shape[-1]
+    for speaker, other in ((ASSISTANT, USER), (USER, ASSISTANT)):
+        own = active_mask(list(e.turns), speaker, n)
+        other_on = active_mask(list(e.turns), other, n)
+        assert _db(audio[CHANNEL_OF[speaker], own]) > -35, (e.id, speaker)
+        alone = other_on & ~own
+        if speaker == USER and e.noise_snr_db is not None:
+            continue  # noise lives in the user channel
+        assert _db(audio[CHANNEL_OF[speaker], alone]) < SILENT_DB, (e.id, speaker)
+    loud_words = [w for w in e.words if w.end - w.start > 0.15]
+    ok = [_db(_seg(audio, CHANNEL_OF[w.speaker], w.start, w.end)) > -40 for w in loud_words]
+    assert np.mean(ok) > 0.95, (e.id, np.mean(ok))
+
+
+def check_scenarios(e: DialogueEntry, audio: np.ndarray, timing: TimingSettings = TIMING) -> None:
+    """Each event's timing invariant."""
+    a_ch, u_ch = CHANNEL_OF[ASSISTANT], CHANNEL_OF[USER]
+    clean = e.noise_snr_db is None
+    for ev in e.events:
+        if ev.kind == "turn_gap":
+            lo, hi = timing.gap_range_s
+            assert lo - 2e-3 <= ev.end - ev.start <= hi + 2e-3, ev
+            assert _db(_seg(audio, a_ch, ev.start - 0.05, ev.end)) < SILENT_DB, ev
+            assert any(t.speaker == ASSISTANT and abs(t.start - ev.end) < 2e-3 for t in e.turns), ev
+        elif ev.kind == "pause":
+            assert ev.end - ev.start >= timing.pause_s[0] - 2e-3, ev
+            assert _db(_seg(audio, a_ch, ev.start, ev.end)) < SILENT_DB, "assistant took the turn in a pause"
+            if clean:
+                assert _db(_seg(audio, u_ch, ev.start + 0.03, ev.end - 0.03)) < SILENT_DB, ev
+            assert _db(_seg(audio, u_ch, ev.end, ev.end + 0.3)) > -40, "user does not resume after the pause"
+            resumed = [t for t in e.turns if t.speaker == USER and abs(t.start - ev.end) < 2e-3]
+            assert resumed, ev
+        elif ev.kind == "interruption":
+            assert 0 < ev.end - ev.start <= ev.info["max_stop_s"] + 1e-3, ev
+            assert _db(_seg(audio, u_ch, ev.start, ev.start + 0.3)) > -40, "no barge-in speech"
+            following = [t.start for t in e.turns if t.speaker == ASSISTANT and t.start > ev.end]
+            stop = min(following, default=e.duration)
+            assert _db(_seg(audio, a_ch, ev.end + 0.002, stop)) < SILENT_DB, "assistant kept talking"
+            assert any(
+                t.speaker == ASSISTANT and t.start < ev.start and abs(t.end - ev.end) < 2e-3 for t in e.turns
+            )
+        elif ev.kind == "backchannel":
+            assert any(t.speaker == ASSISTANT and t.start < ev.start and ev.end < t.end for t in e.turns), (
+                "backchannel does not overlap assistant speech"
+            )
+            assert _db(_seg(audio, u_ch, ev.start, ev.end)) > -40, ev
+        elif ev.kind == "long_silence":
+            assert ev.end - ev.start >= timing.long_silence_s[0] - 2e-3, ev
+            assert _db(_seg(audio, a_ch, ev.start + 0.01, ev.end)) < SILENT_DB, ev
+            if clean:
+                assert _db(_seg(audio, u_ch, ev.start + 0.01, ev.end)) < SILENT_DB, ev
+
+
+def measured_snr(e: DialogueEntry, audio: np.ndarray) -> float:
+    """SNR of the user channel from the file alone: noise power where nobody of the user speaks,
+    speech power = power in user turns minus noise power."""
+    user = audio[CHANNEL_OF[USER]].astype(np.float64)
+    mask = active_mask(list(e.turns), USER, user.shape[-1])
+    p_noise = float(np.mean(user[~mask] ** 2))
+    p_total = float(np.mean(user[mask] ** 2))
+    return 10 * np.log10((p_total - p_noise) / p_noise)
+
+
+def test_generated_conversations_cover_the_scenarios(generated: list[DialogueEntry]) -> None:
+    tags = {t for e in generated for t in e.scenarios}
+    assert {"smooth", "pause", "interruption", "backchannel", "long_silence", "noise"} <= tags, tags
+
+
+@pytest.mark.parametrize(
+    "check", [check_alignment, check_channels, check_scenarios], ids=lambda f: f.__name__
+)
+def test_generated_invariants(generated: list[DialogueEntry], check: object) -> None:
+    for e in generated:
+        if check is check_alignment:
+            check_alignment(e)
+        else:
+            check(e, _load(e))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "check", [check_alignment, check_channels, check_scenarios], ids=lambda f: f.__name__
+)
+def test_fixture_invariants(check: object) -> None:
+    for e in read_manifest(FIXTURE).entries:
+        if check is check_alignment:
+            check_alignment(e)
+        else:
+            check(e, _load(e))  # type: ignore[operator]
+
+
+def test_noise_snr_matches_request(generated: list[DialogueEntry]) -> None:
+    noisy = [e for e in generated if e.noise_snr_db is not None]
+    assert noisy
+    for e in noisy:
+        assert abs(measured_snr(e, _load(e)) - e.noise_snr_db) < 1.0, (e.id, e.noise_snr_db)  # type: ignore[operator]
+
+
+def test_plan_is_independent_of_the_rest_of_the_run(tmp_path: Path) -> None:
+    a = fast_settings(tmp_path, num_conversations=3)
+    b = fast_settings(tmp_path, num_conversations=50, workers=2)
+    assert [plan(a, i) for i in range(3)] == [plan(b, i) for i in range(3)]
+    assert plan(a, 0) != plan(fast_settings(tmp_path, seed=4), 0)
+
+
+def _digest(out: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and p.suffix in (".jsonl", ".flac"):
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes(tmp_path: Path) -> None:
+    one = fast_settings(tmp_path / "a", num_conversations=2, exchanges=(2, 2))
+    generate(one)
+    generate(replace(one, out_dir=tmp_path / "b", workers=2))  # worker processes change nothing
+    generate(replace(one, out_dir=tmp_path / "c", seed=11))
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_cache_reuses_clips(tmp_path: Path) -> None:
+    # Piper samples noise inside its ONNX graph (unseeded): reruns are byte-identical through the cache.
+    settings = fast_settings(
+        tmp_path / "a",
+        num_conversations=1,
+        exchanges=(2, 2),
+        users=(VoicePool("piper", ("piper-en-us-joe",), rate=(0.9, 1.1), noise=(0.5, 0.8)),),
+        use_cache=True,
+        cache_root=tmp_path / "cache",
+    )
+    generate(settings)
+    clips = sorted((tmp_path / "cache" / "tts").glob("*.npz"))
+    assert clips
+    stamps = [p.stat().st_mtime_ns for p in clips]
+    generate(replace(settings, out_dir=tmp_path / "b"))
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache" / "tts").glob("*.npz"))] == stamps
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        pytest.param("workers=0", "workers must be >= 1", id="workers"),
+        pytest.param("content.source=wiki", "content.source must be", id="content"),
+        pytest.param("users.espeak.voices=[]", "'voices' is empty", id="voices"),
+        pytest.param("scenarios.timing.max_stop_s=0.1", "stated bound would not hold", id="max-stop"),
+        pytest.param("+scenarios.weights.nap=1", "unknown scenario", id="scenario"),
+    ],
+)
+def test_bad_config_value(tmp_path: Path, override: str, message: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from e2e_voice.constants import CONFIG_DIR
+    from e2e_voice.data.synth_cli import settings_from_config
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("synth_data", overrides=[override])
+    with pytest.raises(ValueError, match=message):
+        settings_from_config(cfg)
+
+
+def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        [
+            "synth-data",
+            "num_conversations=2",
+            "workers=1",
+            "exchanges=[2,2]",
+            "assistant.engine=piper",
+            "assistant.voice=piper-en-us-joe",
+            "users.kokoro.weight=0",
+            "users.piper.weight=0",
+            "content.source=templates",
+            "alignment.method=concat",
+            f"out_dir={tmp_path / 'out'}",
+            f"cache.dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "synth_summary.json").read_text())
+    assert summary["conversations"] == 2 and summary["audio_seconds"] > 5
+    entries = [
+        e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "out" / f"{s}.jsonl").entries
+    ]
+    assert len(entries) == 2
+    assert "real time" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_default_path_llm_kokoro_whisper(tmp_path: Path) -> None:
+    """One conversation with the default engines: SmolLM2 answers, Kokoro assistant, Whisper alignment."""
+    from e2e_voice.stt.whisper import WhisperSTT, word_error_rate
+
+    code = cli.main(
+        [
+            "synth-data",
+            "num_conversations=1",
+            "workers=1",
+            "exchanges=[1,1]",
+            "scenarios.noise_prob=0",
+            f"out_dir={tmp_path / 'out'}",
+            f"cache.dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ]
+    )
+    assert code == 0
+    entries = [
+        e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "out" / f"{s}.jsonl").entries
+    ]
+    (e,) = entries
+    assert e.voices[ASSISTANT].startswith("kokoro:jm_kumo")
+    audio = _load(e)
+    check_alignment(e)
+    check_channels(e, audio)
+    check_scenarios(e, audio)
+    stt = WhisperSTT()
+    for t in e.turns:
+        if t.speaker == ASSISTANT and t.end - t.start > 1.0:
+            heard = stt.transcribe(_seg(audio, CHANNEL_OF[ASSISTANT], t.start, t.end), SR)
+            assert word_error_rate(t.text, heard) < 0.5, (t.text, heard)
