@@ -15,6 +15,7 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("e2e_voice.assets.cli", "install, list and verify the offline model bundle"),
     "demo": ("e2e_voice.demo", "answer a question offline: LLM -> Kokoro TTS -> codecs -> Whisper WER"),
+    "converse": ("e2e_voice.converse", "play a user recording through a system (default: the cascade)"),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
@@ -24,7 +25,6 @@ PLANNED: dict[str, tuple[int, str]] = {
     "train-lm": (5, "train the joint speech-text model"),
     "serve": (6, "full-duplex websocket server and browser page"),
     "chat": (6, "talk to a system with the local microphone"),
-    "converse": (6, "play a user recording through a system"),
     "bench": (8, "benchmark the end-to-end model against the cascade"),
     "watermark": (9, "embed and detect audio watermarks"),
 }
