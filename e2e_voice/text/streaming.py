@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from e2e_voice.assets.registry import ModelNotAvailableError
 from e2e_voice.text.llm import DEFAULT_SYSTEM_PROMPT, last_whole_sentences, load_causal_lm
 
 
@@ -77,7 +78,7 @@ class TransformersChat:
             raise ValueError(f"cascade.llm.dtype must be float32, bfloat16 or float16, got '{self.dtype}'")
         try:
             self._lm, self._tok = load_causal_lm(self.model, self.model_path, getattr(torch, self.dtype))
-        except (FileNotFoundError, OSError) as e:
+        except (ModelNotAvailableError, OSError) as e:
             raise LLMBackendError(
                 f"cannot load the chat LM '{self.model}' (path {self.model_path}): {e}; set"
                 " cascade.llm.model_path to a GGUF file or HF directory, or run `e2e-voice models install`"
