@@ -2,8 +2,9 @@
 
 Plays a recording of ~10 spoken questions (espeak-ng, each followed by silence) through the cascade in
 real-time mode (steps paced at 80 ms of wall time, workers in threads) with the offline defaults, once
-per setting: Kokoro with phrase-level TTS (the default), Piper with phrase-level TTS, and Kokoro with
-sentence-level TTS (what a naive cascade does). Latency = first assistant audio out - onset of user
+per setting: Kokoro with phrase-level TTS (the default), Piper with phrase-level TTS, Kokoro with
+sentence-level TTS (what a naive cascade does), and Kokoro without first-audio priority (the LLM keeps
+generating while the first phrase is synthesized). Latency = first assistant audio out - onset of user
 silence, as Pipecat and LiveKit define it. Writes ``runs/bench/cascade.json`` and ``cascade.md``.
 
     python benchmarks/bench_cascade.py [--turns 10] [--settings kokoro-phrase piper-phrase ...]
@@ -43,6 +44,12 @@ SETTINGS: dict[str, list[str]] = {
     "kokoro-phrase": ["cascade/tts=kokoro", "cascade.aggregation.mode=phrase"],
     "piper-phrase": ["cascade/tts=piper", "cascade.aggregation.mode=phrase"],
     "kokoro-sentence": ["cascade/tts=kokoro", "cascade.aggregation.mode=sentence"],
+    # ablation: the LLM keeps generating while the first phrase is synthesized
+    "kokoro-phrase-no-priority": [
+        "cascade/tts=kokoro",
+        "cascade.aggregation.mode=phrase",
+        "cascade.first_audio_priority=false",
+    ],
 }
 
 STAGE_ORDER = [

@@ -39,6 +39,7 @@ def build_cascade(cascade: DictConfig, realtime: bool = False, **overrides: Any)
         history_turns=int(cascade.history_turns),
         turn_timeout_s=float(cascade.turn_timeout_s),
         warmup=bool(cascade.warmup),
+        first_audio_priority=bool(cascade.get("first_audio_priority", True)),
         realtime=realtime,
     )
     kwargs.update(overrides)

@@ -19,6 +19,7 @@ when its audio is ready, as in a live call.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import queue
@@ -62,6 +63,7 @@ class _Turn:
     history: list[dict[str, str]]
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)  # answer fully synthesized (or failed)
+    gate: threading.Event = field(default_factory=threading.Event)  # clear: the LLM pauses (first TTS)
     segments: deque[_Segment] = field(default_factory=deque)
     played: list[_Segment] = field(default_factory=list)
     started: bool = False  # at least one sample played
@@ -99,6 +101,8 @@ class CascadeSystem(DuplexSystem):
         realtime: False for the deterministic offline clock (``step`` waits for pending work).
         turn_timeout_s: offline clock only: longest wait for one answer before it is marked failed.
         warmup: run every stage once at construction so the first turn is not slowed by lazy init.
+        first_audio_priority: pause a local LLM (one whose ``stream`` takes ``gate``) while the first
+            phrase is synthesized, so both do not share the CPU when the first audio matters most.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class CascadeSystem(DuplexSystem):
         realtime: bool = False,
         turn_timeout_s: float = 300.0,
         warmup: bool = False,
+        first_audio_priority: bool = True,
     ) -> None:
         if barge_in_min_ms < 0:
             raise ValueError(f"cascade.barge_in.min_duration_ms must be >= 0, got {barge_in_min_ms}")
@@ -133,6 +138,7 @@ class CascadeSystem(DuplexSystem):
         self.aggregation, self.min_phrase_chars = aggregation, min_phrase_chars
         self.barge_in, self.barge_in_min_s = barge_in, barge_in_min_ms / 1000
         self.history_turns, self.realtime, self.turn_timeout_s = history_turns, realtime, turn_timeout_s
+        self._gated = first_audio_priority and "gate" in inspect.signature(llm.stream).parameters
         # Audio kept before a detected start: the start is reported min_speech_ms after the onset.
         self._pre_roll = math.ceil((min_speech_ms / 1000 + 0.3) / FRAME_S) + 1
         self._jobs: queue.Queue[Any] = queue.Queue()
@@ -314,7 +320,9 @@ class CascadeSystem(DuplexSystem):
                     stage = "llm"
                     history = [*turn.history, {"role": "user", "content": m.user_text}]
                     agg = TextAggregator(self.aggregation, self.min_phrase_chars)  # type: ignore[arg-type]
-                    for piece in self.llm.stream(history, turn.cancel):
+                    turn.gate.set()
+                    gate = {"gate": turn.gate} if self._gated else {}
+                    for piece in self.llm.stream(history, turn.cancel, **gate):
                         if turn.cancel.is_set():
                             break
                         if m.llm_first_token is None and piece.strip():
@@ -333,6 +341,7 @@ class CascadeSystem(DuplexSystem):
     def _release(self, turn: _Turn, phrase: str) -> None:
         if turn.metrics.first_sentence is None:
             turn.metrics.first_sentence = self.now()
+            turn.gate.clear()  # the speak thread opens it again once the first audio exists
         self._phrases.put((turn, phrase))
 
     def _speak_loop(self) -> None:
@@ -352,6 +361,8 @@ class CascadeSystem(DuplexSystem):
             except Exception as e:
                 self._fail(turn.metrics, "tts", f"{type(e).__name__}: {e}")
                 continue
+            finally:
+                turn.gate.set()
             if turn.metrics.tts_first_audio is None:
                 turn.metrics.tts_first_audio = self.now()
             if not turn.cancel.is_set():

@@ -171,6 +171,34 @@ def test_local_lm_cancel_stops_generation(chat_lm: TransformersChat) -> None:
     assert 3 <= len(pieces) <= 4  # at most one piece already in the streamer's queue
 
 
+@pytest.mark.slow
+def test_local_lm_gate_pauses_generation(chat_lm: TransformersChat) -> None:
+    """A cleared gate holds generation (the cascade's first-audio priority); setting it resumes."""
+    import queue
+    import time
+
+    gate, got = threading.Event(), queue.Queue()  # type: ignore[var-annotated]
+    gate.set()
+
+    def consume() -> None:
+        for piece in chat_lm.stream([{"role": "user", "content": "Tell me a long story."}], gate=gate):
+            got.put(piece)
+        got.put(None)
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    got.get(timeout=60)  # generation has started
+    gate.clear()
+    time.sleep(0.3)  # let the token in flight arrive
+    while not got.empty():
+        got.get_nowait()
+    time.sleep(1.0)
+    assert got.empty(), "tokens arrived while the gate was closed"
+    gate.set()
+    assert got.get(timeout=60) is not None
+    worker.join(60)
+
+
 def test_local_lm_missing_model_names_the_setting(tmp_path: Path) -> None:
     with pytest.raises(LLMBackendError, match=r"cascade\.llm\.model_path"):
         TransformersChat(model_path=str(tmp_path / "nope.gguf"))

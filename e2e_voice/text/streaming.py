@@ -94,8 +94,19 @@ class TransformersChat:
         cancel: threading.Event | None = None,
         max_new_tokens: int | None = None,
         seed: int = 0,
+        gate: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Yield decoded text pieces as the model generates them."""
+        """Yield decoded text pieces as the model generates them.
+
+        Args:
+            history: ``{"role", "content"}`` messages ending with the user's.
+            cancel: set it to stop generating (checked after every token).
+            max_new_tokens: overrides the instance's cap for this call.
+            seed: sampling seed.
+            gate: while this event is clear, generation pauses before its next token. On a small CPU
+                the cascade clears it while the first phrase is synthesized, so the LM does not halve the
+                TTS's cores exactly when the user is waiting for the first audio.
+        """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -117,6 +128,8 @@ class TransformersChat:
 
         class _Cancelled(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                while gate is not None and not gate.wait(0.02) and not stopped():
+                    pass
                 return torch.full((input_ids.shape[0],), stopped(), dtype=torch.bool)
 
         errors: list[BaseException] = []
