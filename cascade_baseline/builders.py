@@ -24,9 +24,9 @@ def build_cascade(cascade: DictConfig, realtime: bool = False, **overrides: Any)
     """
     vad, agg, barge = cascade.vad, cascade.aggregation, cascade.barge_in
     kwargs: dict[str, Any] = dict(
-        stt=instantiate(cascade.stt),
-        llm=instantiate(cascade.llm),
-        tts=instantiate(cascade.tts),
+        stt=_stage(cascade, "stt"),
+        llm=_stage(cascade, "llm"),
+        tts=_stage(cascade, "tts"),
         vad_model_path=vad.get("model_path"),
         vad_threshold=float(vad.threshold),
         min_speech_ms=float(vad.min_speech_ms),
@@ -44,3 +44,17 @@ def build_cascade(cascade: DictConfig, realtime: bool = False, **overrides: Any)
     )
     kwargs.update(overrides)
     return CascadeSystem(**kwargs)
+
+
+def _stage(cascade: DictConfig, name: str) -> Any:
+    """Instantiate ``cascade.<name>``; a failure says which setting to change."""
+    node = cascade[name]
+    try:
+        return instantiate(node)
+    except Exception as e:
+        cause = e.__cause__ or e  # Hydra wraps the constructor's error
+        raise RuntimeError(
+            f"cannot build cascade.{name} ({node.get('_target_')}): {type(cause).__name__}: {cause}\n"
+            f"fix cascade.{name}.model_path / cascade.{name}.model, or pick another backend with"
+            f" cascade/{name}=... (options in configs/cascade/{name}/)"
+        ) from e

@@ -74,6 +74,16 @@ def test_converse_config_picks_system_by_target() -> None:
     assert cfg.realtime is False
 
 
+def test_missing_stt_model_names_the_setting() -> None:
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("converse", overrides=["cascade.stt.model_path=/nonexistent/whisper"])
+    with pytest.raises(Exception, match=r"cascade\.stt\.model_path") as info:
+        instantiate(cfg.system)
+    assert "/nonexistent/whisper" in str(info.value)
+
+
 def test_cli_rejects_corrupt_input(tmp_path: Path) -> None:
     bad = tmp_path / "user.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk")
