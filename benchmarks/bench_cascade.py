@@ -60,7 +60,33 @@ STAGE_ORDER = [
     "tts_first_audio",
     "playout",
     "voice_to_voice",
+    "first_audio_ready",
 ]
+# Recomputed from the per-turn timestamps, so a saved cascade.json can be re-summarised (--report-only).
+_SPANS = {
+    "endpoint": ("silence_onset", "vad_end"),
+    "stt": ("vad_end", "stt_final"),
+    "llm_ttft": ("stt_final", "llm_first_token"),
+    "first_sentence": ("llm_first_token", "first_sentence"),
+    "tts_first_audio": ("first_sentence", "tts_first_audio"),
+    "playout": ("tts_first_audio", "first_audio_out"),
+    "voice_to_voice": ("silence_onset", "first_audio_out"),
+    "first_audio_ready": ("silence_onset", "tts_first_audio"),
+}
+
+
+def summarize(turns: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """p50/p90 (ms) and count of every stage over the turns where both its ends were reached."""
+    stages: dict[str, dict[str, float | None]] = {}
+    for stage in STAGE_ORDER:
+        a, b = _SPANS[stage]
+        values = [t[b] - t[a] for t in turns if not t["failed"] and t[a] is not None and t[b] is not None]
+        stages[stage] = {
+            "p50_ms": float(1000 * np.percentile(values, 50)) if values else None,
+            "p90_ms": float(1000 * np.percentile(values, 90)) if values else None,
+            "n": len(values),
+        }
+    return stages
 
 
 def user_recording(turns: int, gap_s: float) -> np.ndarray:
@@ -92,14 +118,6 @@ def run_setting(name: str, overrides: list[str], user: np.ndarray) -> dict[str, 
     finally:
         system.close()
     turns = result.metrics
-    stages: dict[str, dict[str, float | None]] = {}
-    for stage in STAGE_ORDER:
-        values = [t["stages"][stage] for t in turns if not t["failed"] and t["stages"][stage] is not None]
-        stages[stage] = {
-            "p50_ms": float(1000 * np.percentile(values, 50)) if values else None,
-            "p90_ms": float(1000 * np.percentile(values, 90)) if values else None,
-            "n": len(values),
-        }
     return {
         "setting": name,
         "overrides": overrides,
@@ -110,7 +128,7 @@ def run_setting(name: str, overrides: list[str], user: np.ndarray) -> dict[str, 
         "turns": len(turns),
         "failed_turns": sum(t["failed"] for t in turns),
         "late_frames": result.late_frames,
-        "stages": stages,
+        "stages": summarize(turns),
         "per_turn": turns,
     }
 
@@ -124,7 +142,10 @@ def markdown(results: list[dict[str, Any]], context: str) -> str:
         "Latency = first assistant audio out - onset of user silence (Pipecat / LiveKit definition).",
         "Stages: endpoint = VAD silence wait; stt = Whisper final; llm_ttft = first token after the",
         "transcript; first_sentence = first phrase released to TTS; tts_first_audio = synthesis of that",
-        "phrase; playout = until the next 80 ms step returns it.",
+        "phrase; playout = until the next 80 ms step returns it. voice_to_voice counts only the turns whose",
+        "audio played before the next question cut in ('answered'), so it is biased towards the fast",
+        "turns; first_audio_ready (silence onset -> first phrase synthesized) counts every turn that got",
+        "that far, cut or not, and is the fairer central figure when turns overlap.",
         "",
         "| setting | answered | " + " | ".join(f"{s} p50/p90 ms" for s in STAGE_ORDER) + " |",
         "| --- | --- | " + " | ".join("---" for _ in STAGE_ORDER) + " |",
@@ -157,7 +178,18 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, help="LLM answer cap")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench"))
+    parser.add_argument("--report-only", action="store_true", help="re-summarise the saved cascade.json")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.report_only:
+        saved = json.loads((out / "cascade.json").read_text())
+        for r in saved["results"]:
+            r["stages"] = summarize(r["per_turn"])
+        (out / "cascade.json").write_text(json.dumps(saved, indent=2))
+        md = markdown(saved["results"], saved["context"])
+        (out / "cascade.md").write_text(md)
+        print(md)
+        return
     logging.basicConfig(level=logging.WARNING)
     import torch
 
@@ -177,7 +209,6 @@ def main() -> None:
         f" with other jobs). {args.turns} espeak-ng questions, {args.gap:.0f} s apart; Whisper base int8,"
         f" SmolLM2-135M bf16 (answers capped at {args.max_new_tokens} tokens)."
     )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cascade.json").write_text(json.dumps({"context": context, "results": results}, indent=2))
     md = markdown(results, context)

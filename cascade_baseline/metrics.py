@@ -65,7 +65,9 @@ class TurnMetrics:
     def stage_seconds(self) -> dict[str, float | None]:
         """Duration of each stage (s): endpoint, stt, llm_ttft, first_sentence, tts_first_audio, playout.
 
-        ``voice_to_voice`` is ``first_audio_out - silence_onset``, meaningful in real-time mode; in
+        ``voice_to_voice`` is ``first_audio_out - silence_onset``, meaningful in real-time mode (None when
+        a barge-in cut the turn before any audio played); ``first_audio_ready`` (``tts_first_audio -
+        silence_onset``) exists for every turn whose first phrase was synthesized, cut or not; in
         offline-clock mode ``compute_to_first_audio`` (``tts_first_audio - vad_end``) is the comparable
         pipeline cost.
         """
@@ -76,6 +78,7 @@ class TurnMetrics:
             out[name] = None if ta is None or tb is None else tb - ta
         out["playout"] = _gap(self.tts_first_audio, self.first_audio_out)
         out["voice_to_voice"] = _gap(self.silence_onset, self.first_audio_out)
+        out["first_audio_ready"] = _gap(self.silence_onset, self.tts_first_audio)
         out["compute_to_first_audio"] = _gap(self.vad_end, self.tts_first_audio)
         return out
 
