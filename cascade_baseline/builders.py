@@ -10,13 +10,13 @@ from omegaconf import DictConfig
 from cascade_baseline.system import CascadeSystem
 
 
-def build_cascade(cascade: DictConfig, realtime: bool = False, **overrides: Any) -> CascadeSystem:
+def build_cascade(cascade: DictConfig, realtime: bool = True, **overrides: Any) -> CascadeSystem:
     """Build the cascade from a ``configs/cascade/*.yaml`` node.
 
     Args:
         cascade: the composed ``cascade`` group (``stt``, ``llm``, ``tts`` with ``_target_``, plus
             ``vad``, ``turn``, ``aggregation``, ``barge_in`` and ``history_turns``).
-        realtime: False for the deterministic offline clock, True for a live call.
+        realtime: True for a live call (the server), False for the deterministic offline clock.
         overrides: keyword arguments of :class:`CascadeSystem` that win over the config.
 
     Returns:

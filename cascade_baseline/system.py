@@ -388,7 +388,9 @@ class CascadeSystem(DuplexSystem):
         return [m.to_dict() for m in self.turns]
 
     def close(self) -> None:
-        """Cancel work in flight and stop the worker threads."""
+        """Cancel work in flight and stop the worker threads (idempotent)."""
+        if not self._threads[0].is_alive():
+            return
         if self._active is not None:
             self._active.cancel.set()
         self._jobs.put(None)

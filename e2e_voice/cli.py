@@ -15,18 +15,22 @@ from collections.abc import Callable
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("e2e_voice.assets.cli", "install, list and verify the offline model bundle"),
     "demo": ("e2e_voice.demo", "answer a question offline: LLM -> Kokoro TTS -> codecs -> Whisper WER"),
+    "serve": ("e2e_voice.serve.app", "full-duplex websocket server (moshi protocol) and browser page"),
+    "chat": ("e2e_voice.serve.chat", "talk to a running server with the local microphone and speakers"),
+    "watermark": ("e2e_voice.safety.cli:watermark_main", "detect or embed Perth audio watermarks"),
+    "voices": ("e2e_voice.safety.cli:voices_main", "register custom voices with a consent record"),
+    "train-lm": (
+        "train.lm",
+        "train the joint speech-text model (Hydra overrides, e.g. +experiment=lm_tiny_cpu)",
+    ),
+    "train-codec": ("train.codec", "train a Mimi codec (Hydra; +experiment=codec_cpu|codec_gpu|codec_debug)"),
     "converse": ("e2e_voice.converse", "play a user recording through a system (default: the cascade)"),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
 PLANNED: dict[str, tuple[int, str]] = {
     "synth-data": (3, "generate the synthetic two-channel dialogue corpus"),
-    "train-codec": (4, "train a Mimi codec"),
-    "train-lm": (5, "train the joint speech-text model"),
-    "serve": (6, "full-duplex websocket server and browser page"),
-    "chat": (6, "talk to a system with the local microphone"),
     "bench": (8, "benchmark the end-to-end model against the cascade"),
-    "watermark": (9, "embed and detect audio watermarks"),
 }
 
 
@@ -58,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command not in COMMANDS:
         print(f"e2e-voice: unknown command '{ns.command}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[ns.command][0])
-    entry: Callable[[list[str]], int | None] = module.main
+    target = COMMANDS[ns.command][0]
+    module_name, _, func = target.partition(":")
+    entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module_name), func or "main")
     # Hydra reads sys.argv; present the subcommand as the program name.
     sys.argv = [f"e2e-voice {ns.command}", *rest]
     code = entry(rest)

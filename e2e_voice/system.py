@@ -45,6 +45,9 @@ class DuplexSystem(abc.ABC):
     def step(self, user_frame: np.ndarray) -> SystemOutput:
         """Consume one frame of user audio (float32 ``[FRAME_SIZE]``) and return the assistant's frame."""
 
+    def close(self) -> None:  # noqa: B027  # optional hook, a no-op unless the system holds resources
+        """Release what the conversation holds (e.g. a slot of a batched engine). Idempotent."""
+
     def check_frame(self, user_frame: np.ndarray) -> np.ndarray:
         """Validate one user frame; raise with a message that says how to fix the input."""
         frame = np.asarray(user_frame, dtype=np.float32).reshape(-1)
@@ -65,6 +68,3 @@ class DuplexSystem(abc.ABC):
     def metrics(self) -> list[dict[str, Any]]:
         """Per-turn metrics as plain dicts (logged metrics; empty when a system keeps none)."""
         return []
-
-    def close(self) -> None:  # noqa: B027  # optional hook: most systems hold nothing to release
-        """Release threads and models; the system cannot be stepped afterwards."""

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k libopus0 libportaudio2 libsndfile1)
+APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k libopus0 libportaudio2 libsndfile1 chromium chromium-driver)
 
 # --- system packages -------------------------------------------------------------------------------
 missing=()

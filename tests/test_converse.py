@@ -71,7 +71,14 @@ def test_converse_config_picks_system_by_target() -> None:
     assert cfg.system._target_ == "cascade_baseline.builders.build_cascade"
     assert cfg.cascade.tts._target_ == "e2e_voice.tts.piper.PiperTTS"
     assert cfg.cascade.llm.base_url.startswith("http")
-    assert cfg.realtime is False
+    assert cfg.realtime is False and cfg.system.realtime is True  # converse overrides the live default
+
+
+def test_server_config_can_pick_the_cascade() -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("serve", overrides=["system=cascade", "cascade/tts=piper"])
+    assert cfg.system.cascade.tts._target_ == "e2e_voice.tts.piper.PiperTTS"
+    assert cfg.system.realtime is True  # a server must never wait for the answer inside step()
 
 
 def test_missing_stt_model_names_the_setting() -> None:

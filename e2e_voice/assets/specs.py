@@ -252,7 +252,47 @@ SILERO_VAD = ModelSpec(
     main_file="silero_vad.onnx",
 )
 
+_PERTH = ("resemble-perth", "1.0.1")
+
+PERTH = ModelSpec(
+    name="perth-implicit",
+    description="Resemble's Perth implicit neural audio watermarker (PerthNet, 250k steps)",
+    files=(
+        _single(
+            "perth_net_250000.pth.tar",
+            Part(
+                *_PERTH,
+                "perth/perth_net/pretrained/implicit/perth_net_250000.pth.tar",
+                37429684,
+                "a15bce457ebc53ce5e6c9c3f11df78cf7ee2bf9cdab0a798902135b4c4027670",
+            ),
+        ),
+        _single(
+            "hparams.yaml",
+            Part(
+                *_PERTH,
+                "perth/perth_net/pretrained/implicit/hparams.yaml",
+                257,
+                "c66e8f8ce5b09d100e719843a064d37a97c5aec13510824343bf4e096b3184db",
+            ),
+        ),
+    ),
+    hub_repo=None,
+    main_file="perth_net_250000.pth.tar",
+)
+
+# Kyutai's published Mimi weights (used by `codec=kyutai codec.checkpoint=mimi-kyutai`); not in the bundle.
+MIMI_KYUTAI = ModelSpec(
+    name="mimi-kyutai",
+    description="Kyutai Mimi codec weights, safetensors (local path or hub only)",
+    hub_repo="kyutai/moshiko-pytorch-bf16",
+    hub_files=("tokenizer-e351c8d8-checkpoint125.safetensors",),
+    main_file="tokenizer-e351c8d8-checkpoint125.safetensors",
+    in_bundle=False,
+)
+
 MODELS: dict[str, ModelSpec] = {
-    spec.name: spec for spec in (WHISPER_BASE, WHISPER_SMALL, SMOLLM2, KOKORO, PIPER_JOE, SILERO_VAD)
+    spec.name: spec
+    for spec in (WHISPER_BASE, WHISPER_SMALL, SMOLLM2, KOKORO, PIPER_JOE, SILERO_VAD, PERTH, MIMI_KYUTAI)
 }
 """Every model the registry knows, by name."""

@@ -1,5 +1,19 @@
-"""Mimi codec (24 kHz audio <-> 12.5 Hz discrete codes) built on the moshi package's model classes."""
+"""Mimi codec (24 kHz audio <-> 12.5 Hz discrete codes) built on the moshi package's model classes.
 
-from e2e_voice.codec.mimi import build_mimi
+Shapes: audio ``[B, C, T]``, codes ``[B, K, T']``. Build from config with ``build_codec`` (the Hydra
+``_target_``), from a checkpoint alone with ``load_codec``; write checkpoints with ``save_codec``.
+"""
 
-__all__ = ["build_mimi"]
+from e2e_voice.codec.codec import CodecOutput, MimiCodec, build_codec, load_codec, save_codec
+from e2e_voice.codec.mimi import build_mimi, mimi_config, randomize_codebooks
+
+__all__ = [
+    "CodecOutput",
+    "MimiCodec",
+    "build_codec",
+    "build_mimi",
+    "load_codec",
+    "mimi_config",
+    "randomize_codebooks",
+    "save_codec",
+]

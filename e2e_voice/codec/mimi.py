@@ -2,6 +2,8 @@
 
 ``build_mimi()`` with default arguments is the published architecture (SEANet 64 filters, ratios
 [8, 6, 5, 4], 8-layer transformers of width 512, split RVQ with 2048-entry codebooks).
+
+Shapes: audio ``[B, C, T]`` at 24 kHz, codes ``[B, K, T']`` at ``frame_rate`` (12.5 Hz by default).
 """
 
 from __future__ import annotations
@@ -13,6 +15,21 @@ from moshi.models.compression import MimiModel
 from moshi.models.loaders import get_mimi
 
 from e2e_voice.constants import FRAME_RATE, SAMPLE_RATE
+
+# Architecture keys :func:`mimi_config` accepts (the ones a checkpoint's metadata may carry).
+ARCH_KEYS = (
+    "n_filters",
+    "dimension",
+    "ratios",
+    "transformer_layers",
+    "transformer_heads",
+    "transformer_ff",
+    "transformer_context",
+    "quantizer_dimension",
+    "quantizer_levels",
+    "codebook_size",
+    "frame_rate",
+)
 
 
 def mimi_config(
@@ -26,8 +43,23 @@ def mimi_config(
     quantizer_dimension: int = 256,
     quantizer_levels: int = 32,
     codebook_size: int = 2048,
+    frame_rate: float = FRAME_RATE,
 ) -> dict:
-    """The nested config dict moshi's ``get_mimi`` expects, from flat typed arguments."""
+    """The nested config dict moshi's ``get_mimi`` expects, from flat typed arguments.
+
+    ``frame_rate`` must divide the SEANet rate ``24000 / prod(ratios)`` by an integer: moshi then adds
+    a strided causal convolution to go down to it (12.5 Hz from the published 25 Hz), or none at all
+    when the two are equal (e.g. ``frame_rate=25`` gives 40 ms frames of 960 samples).
+    """
+    hop = 1
+    for r in ratios:
+        hop *= r
+    stride = SAMPLE_RATE / hop / frame_rate
+    if stride < 1 or stride != int(stride):
+        raise ValueError(
+            f"frame_rate {frame_rate} Hz must be the SEANet rate {SAMPLE_RATE / hop:g} Hz"
+            f" (ratios {list(ratios)}) divided by a whole number; change ratios or frame_rate"
+        )
     seanet = {
         "channels": 1,
         "dimension": dimension,
@@ -72,7 +104,7 @@ def mimi_config(
     return {
         "sample_rate": SAMPLE_RATE,
         "channels": 1,
-        "frame_rate": FRAME_RATE,
+        "frame_rate": frame_rate,
         "seanet": seanet,
         "quantizer": quantizer,
         "transformer": transformer,
@@ -83,7 +115,7 @@ def build_mimi(
     num_codebooks: int = 8,
     checkpoint: str | Path | None = None,
     device: str = "cpu",
-    **arch: int | tuple[int, ...],
+    **arch: float | tuple[int, ...],
 ) -> MimiModel:
     """A Mimi codec using ``num_codebooks`` RVQ levels (1 semantic + the rest acoustic).
 
@@ -100,3 +132,24 @@ def build_mimi(
         str(checkpoint) if checkpoint else None, cfg, device=torch.device(device), num_codebooks=num_codebooks
     )
     return model.eval()
+
+
+@torch.no_grad()
+def randomize_codebooks(model: MimiModel, seed: int = 0, scale: float = 0.01) -> MimiModel:
+    """Give an untrained model random, initialized codebooks (for tests and benchmarks only).
+
+    A freshly built Mimi has all-zero codebooks, so every frame maps to code 0 and tests of codes would
+    pass trivially. This draws each codebook from a Gaussian of std ``scale`` (about the std of an
+    untrained model's latents, so nearest-centroid search picks varied entries) with unit usage.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for name, buf in model.named_buffers():
+        if name.endswith("_codebook.embedding_sum"):
+            buf.copy_(scale * torch.randn(buf.shape, generator=gen))
+        elif name.endswith("_codebook.cluster_usage") or name.endswith("_codebook._initialized"):
+            buf.fill_(1.0)
+    for module in model.modules():
+        if hasattr(module, "_embedding") and hasattr(module, "embedding_sum"):
+            module.register_buffer("_embedding", None, persistent=False)  # drop the cached centroids
+            module._cached_initialized = False  # type: ignore[assignment]
+    return model

@@ -66,12 +66,15 @@ class KokoroTTS:
         speed: speaking-rate multiplier.
         model_path: explicit model directory; default the bundle's ``kokoro-82m``.
         threads: onnxruntime intra-op threads (default: all cores).
+        voice_file: a custom voice pack (``.npy``, shape ``[510, 1, 256]``) the bundle did not ship; it is
+            refused unless registered with a consent record (``e2e-voice voices register``).
     """
 
     voice: str = "jm_kumo"
     speed: float = 1.0
     model_path: str | None = None
     threads: int | None = None
+    voice_file: str | None = None
     sample_rate: int = SAMPLE_RATE
 
     def __post_init__(self) -> None:
@@ -83,6 +86,19 @@ class KokoroTTS:
         self.vocab: dict[str, int] = json.loads((directory / "vocab.json").read_text("utf-8"))["vocab"]
         with np.load(directory / "voices.npz") as npz:
             self.voices: dict[str, np.ndarray] = {k: npz[k] for k in npz.files}
+        if self.voice_file is not None:
+            from e2e_voice.safety.consent import ConsentRegistry
+
+            record = ConsentRegistry().require(self.voice_file)  # raises with how to register
+            pack = np.load(self.voice_file).astype(np.float32)
+            if pack.ndim == 2:
+                pack = pack[:, None, :]
+            if pack.ndim != 3 or pack.shape[-1] != 256:
+                raise ValueError(
+                    f"voice pack {self.voice_file} has shape {pack.shape}, expected [510, 1, 256]"
+                )
+            self.voice = f"custom:{record.name}"
+            self.voices[self.voice] = pack
         if self.voice not in self.voices:
             raise ValueError(
                 f"unknown Kokoro voice '{self.voice}'; available: {', '.join(sorted(self.voices))}"

@@ -1,0 +1,1 @@
+"""Joint speech-text model (Moshi-style): multistream tokens, builders, training loss, generation step."""

@@ -1,0 +1,1 @@
+"""Responsible voice: watermarking of generated audio and consent-gated custom voices."""

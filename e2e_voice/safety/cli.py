@@ -1,0 +1,77 @@
+"""``e2e-voice watermark`` and ``e2e-voice voices``: detect/embed watermarks, register consented voices."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from e2e_voice.audio.io import AudioError, load_audio, save_audio
+
+
+def watermark_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="e2e-voice watermark", description="Perth audio watermarks")
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_detect = sub.add_parser("detect", help="say, per file, whether a watermark is present")
+    p_detect.add_argument("files", nargs="+")
+    p_detect.add_argument("--threshold", type=float, default=0.5)
+    p_embed = sub.add_parser("embed", help="write a watermarked copy of a file")
+    p_embed.add_argument("input")
+    p_embed.add_argument("output")
+    args = parser.parse_args(argv)
+
+    from e2e_voice.safety.watermark import PerthWatermarker
+
+    wm = PerthWatermarker(threshold=getattr(args, "threshold", 0.5))
+    if args.action == "embed":
+        try:
+            audio = load_audio(args.input, sample_rate=None)
+        except AudioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        import soundfile as sf
+
+        sr = sf.info(args.input).samplerate
+        save_audio(args.output, wm.embed(audio[0], sr), sr)
+        print(f"wrote {args.output} (watermarked)")
+        return 0
+    unreadable = 0
+    print(f"{'file':<48} {'watermark':>9} {'confidence':>10}")
+    for path in args.files:
+        try:
+            import soundfile as sf
+
+            audio = load_audio(path, sample_rate=None)
+            det = wm.detect(audio[0], sf.info(path).samplerate)
+        except (AudioError, ValueError, RuntimeError) as exc:
+            unreadable += 1
+            print(f"{path:<48} {'error':>9}  {exc}", file=sys.stderr)
+            continue
+        print(f"{path:<48} {'yes' if det.present else 'no':>9} {det.confidence:10.3f}")
+    return 2 if unreadable else 0
+
+
+def voices_main(argv: list[str] | None = None) -> int:
+    from e2e_voice.safety.consent import ConsentError, ConsentRegistry
+
+    parser = argparse.ArgumentParser(prog="e2e-voice voices", description="consent records for custom voices")
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_reg = sub.add_parser("register", help="record consent for a voice file (reference audio or voice pack)")
+    p_reg.add_argument("file")
+    p_reg.add_argument("--name", required=True)
+    p_reg.add_argument("--who", required=True, help="the person whose voice it is")
+    p_reg.add_argument("--statement", required=True, help="their consent statement")
+    sub.add_parser("list", help="list registered voices")
+    args = parser.parse_args(argv)
+    try:
+        registry = ConsentRegistry()
+        if args.action == "register":
+            r = registry.register(args.file, args.name, args.who, args.statement)
+            print(f"registered '{r.name}' ({r.sha256[:12]}…) for {r.who} at {r.when} in {registry.path}")
+        else:
+            print(f"consent file: {registry.path}")
+            for r in registry.records.values():
+                print(f"  {r.name:<20} {r.who:<24} {r.when}  {r.sha256[:12]}…  {r.statement[:40]}")
+    except ConsentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

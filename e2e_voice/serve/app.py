@@ -1,0 +1,52 @@
+"""``e2e-voice serve``: the full-duplex websocket server with its browser page (a Hydra app).
+
+e2e-voice serve                       # the loopback system (echo), to check your audio path
+e2e-voice serve system=cascade        # any system config under configs/system/
+e2e-voice serve serve.port=9000 'serve.tokens=[secret]'
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from e2e_voice.constants import CONFIG_DIR
+from e2e_voice.safety.watermark import watermark_system
+from e2e_voice.serve.server import ServeSettings, run_server
+from e2e_voice.system import DuplexSystem
+
+log = logging.getLogger(__name__)
+
+
+def _build(system_cfg: DictConfig, watermark: bool, watermark_model: str | None) -> DuplexSystem:
+    system = instantiate(system_cfg)
+    if not isinstance(system, DuplexSystem):
+        raise TypeError(
+            f"system config {system_cfg.get('_target_')} built a {type(system).__name__}, not a DuplexSystem"
+        )
+    return watermark_system(system, enabled=watermark, model_path=watermark_model)
+
+
+def system_factory(
+    system_cfg: DictConfig, watermark: bool = True, watermark_model: str | None = None
+) -> Callable[[], DuplexSystem]:
+    """A factory that builds one (watermarked) system per conversation, checked once up front."""
+    factory = functools.partial(_build, system_cfg, watermark, watermark_model)
+    factory().close()  # fail before accepting connections when a model or setting is missing
+    return factory
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="serve", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    settings = ServeSettings(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
+    run_server(system_factory(cfg.system, cfg.watermark.enabled, cfg.watermark.model_path), settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _hydra_main()
+    return 0

@@ -1,0 +1,263 @@
+"""MimiCodec: streaming equals whole clip, causality, loading parity with moshi, checkpoints, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from moshi.models.loaders import get_mimi
+from safetensors.torch import save_file
+
+from e2e_voice.codec import MimiCodec, build_codec, load_codec, mimi_config, randomize_codebooks, save_codec
+from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
+from tests.helpers import espeak_speech
+
+TINY: dict[str, Any] = {
+    "n_filters": 16,
+    "transformer_layers": 1,
+    "quantizer_levels": 4,
+    "codebook_size": 256,
+    "dimension": 128,
+    "transformer_ff": 512,
+    "quantizer_dimension": 64,
+}
+VARIANTS = [
+    pytest.param({**TINY, "num_codebooks": 4}, id="tiny"),
+    pytest.param({**TINY, "num_codebooks": 4, "frame_rate": 25.0}, id="tiny-25hz"),
+    pytest.param(
+        {"n_filters": 32, "transformer_layers": 2, "quantizer_levels": 8, "num_codebooks": 8}, id="small"
+    ),
+    pytest.param(
+        {"n_filters": 64, "transformer_layers": 8, "quantizer_levels": 32, "num_codebooks": 8},
+        id="kyutai-arch",
+        marks=pytest.mark.slow,
+    ),
+]
+
+
+def _codec(kwargs: dict[str, Any], seed: int = 0) -> MimiCodec:
+    torch.manual_seed(seed)
+    codec = build_codec(**kwargs)
+    randomize_codebooks(codec.model, seed)
+    return codec
+
+
+@pytest.fixture(scope="module")
+def speech() -> torch.Tensor:
+    audio = espeak_speech("Streaming codes should match.", SAMPLE_RATE)
+    return torch.from_numpy(audio)[None, None]  # [1, 1, T]
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS)
+@torch.no_grad()
+def test_streaming_equals_whole_clip(kwargs: dict[str, Any], speech: torch.Tensor) -> None:
+    codec = _codec(kwargs)
+    n = 6
+    x = speech[..., : n * codec.frame_size]
+    x = torch.cat([x, x.flip(-1)])  # batch of 2 different signals  [2, 1, T]
+    codes = codec.encode(x)  # [2, K, n]
+    audio = codec.decode(codes)
+    assert tuple(codes.shape) == (2, kwargs["num_codebooks"], n)
+    assert codes.unique().numel() > 1, "random codebooks should give varied codes"
+    step_codes, step_audio = [], []
+    with codec.streaming(2):
+        for i in range(n):
+            c, a = codec.step(x[..., i * codec.frame_size : (i + 1) * codec.frame_size])
+            step_codes.append(c)
+            step_audio.append(a)
+    assert torch.equal(torch.cat(step_codes, -1), codes)
+    torch.testing.assert_close(torch.cat(step_audio, -1), audio, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS[:3])
+@torch.no_grad()
+def test_causality(kwargs: dict[str, Any], speech: torch.Tensor) -> None:
+    codec = _codec(kwargs)
+    fs = codec.frame_size
+    x = speech[..., : 6 * fs].clone()
+    y = x.clone()
+    y[..., 3 * fs :] = torch.randn_like(y[..., 3 * fs :])  # a different future
+    latent_x = codec.model._encode_to_unquantized_latent(x)
+    latent_y = codec.model._encode_to_unquantized_latent(y)
+    torch.testing.assert_close(latent_x[..., :3], latent_y[..., :3], atol=1e-6, rtol=0)
+    assert not torch.allclose(latent_x[..., 3:], latent_y[..., 3:])
+    cx, cy = codec.encode(x), codec.encode(y)
+    assert torch.equal(cx[..., :3], cy[..., :3])
+    # and the decoder: changing future codes leaves past audio alone
+    cz = cx.clone()
+    cz[..., 3:] = (cz[..., 3:] + 1) % codec.cardinality
+    torch.testing.assert_close(
+        codec.decode(cx)[..., : 3 * fs], codec.decode(cz)[..., : 3 * fs], atol=1e-6, rtol=0
+    )
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param(TINY, id="tiny"),
+        pytest.param(
+            {"n_filters": 64, "transformer_layers": 8, "quantizer_levels": 32},
+            id="kyutai",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+@torch.no_grad()
+def test_kyutai_checkpoint_parity(arch: dict[str, Any], tmp_path: Path, speech: torch.Tensor) -> None:
+    """Moshi's own model, saved the way Kyutai ships Mimi, loads through our builder bit-identically."""
+    torch.manual_seed(1)
+    reference = get_mimi(None, mimi_config(**arch), num_codebooks=4)
+    randomize_codebooks(reference, seed=1)
+    path = tmp_path / "tokenizer-test.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+
+    torch.manual_seed(123)  # different init: everything must come from the file
+    ours = build_codec(num_codebooks=4, checkpoint=path, **arch)
+    x = speech[..., : 4 * 1920]
+    ref_codes = reference.encode(x)
+    codes = ours.encode(x)
+    assert torch.equal(codes, ref_codes)
+    assert torch.equal(ours.decode(codes), reference.decode(ref_codes))
+
+
+@torch.no_grad()
+def test_checkpoint_round_trip(tmp_path: Path, speech: torch.Tensor) -> None:
+    codec = _codec({**TINY, "num_codebooks": 3, "frame_rate": 25.0})
+    path = save_codec(codec, tmp_path / "codec.safetensors")
+    loaded = load_codec(path)  # architecture and codebook count come from the file's metadata
+    assert loaded.arch == codec.arch and loaded.num_codebooks == 3
+    x = speech[..., : 4 * codec.frame_size]
+    assert torch.equal(loaded.encode(x), codec.encode(x))
+    assert torch.equal(loaded.decode(codec.encode(x)), codec.decode(codec.encode(x)))
+    with pytest.raises(ValueError, match="different architecture"):
+        build_codec(num_codebooks=3, checkpoint=path, n_filters=32)
+
+
+def test_checkpoint_wrong_architecture(tmp_path: Path) -> None:
+    reference = get_mimi(None, mimi_config(**TINY), num_codebooks=2)
+    path = tmp_path / "kyutai-like.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    with pytest.raises(ValueError, match="does not fit the architecture"):
+        build_codec(num_codebooks=2, checkpoint=path, n_filters=32, transformer_layers=1, quantizer_levels=4)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_codec(checkpoint=tmp_path / "missing.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> MimiCodec:
+    return _codec({**TINY, "num_codebooks": 4})
+
+
+@pytest.mark.parametrize(
+    ("n", "message"),
+    [
+        pytest.param(
+            1000, "expected 1920 samples per frame \\(80 ms at 24 kHz\\), got 1000: buffer input", id="short"
+        ),
+        pytest.param(3840, "got 3840", id="two-frames"),
+    ],
+)
+def test_wrong_frame_size(tiny: MimiCodec, n: int, message: str) -> None:
+    with tiny.streaming(1), pytest.raises(ValueError, match=message):
+        tiny.encode_frame(torch.zeros(1, 1, n))
+
+
+@torch.no_grad()
+def test_stream_errors(tiny: MimiCodec) -> None:
+    with pytest.raises(RuntimeError, match="streaming"):
+        tiny.encode_frame(torch.zeros(1, 1, 1920))
+    with tiny.streaming(1):
+        with pytest.raises(RuntimeError, match="already streaming"), tiny.streaming(1):
+            pass
+        with pytest.raises(ValueError, match="must be at 24000 Hz, got 16000 Hz: resample the stream"):
+            tiny.encode_frame(torch.zeros(1, 1, 1920), sample_rate=16000)
+        with pytest.raises(ValueError, match="batch 1, got a frame of batch 2"):
+            tiny.encode_frame(torch.zeros(2, 1, 1920))
+        with pytest.raises(ValueError, match="one step"):
+            tiny.decode_frame(torch.zeros(1, 4, 2, dtype=torch.long))
+    with tiny.streaming(1):  # state was cleared on exit, a second stream works
+        assert tuple(tiny.encode_frame(torch.zeros(1920)).shape) == (1, 4, 1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [pytest.param(float("nan"), id="nan"), pytest.param(float("inf"), id="inf")],
+)
+@torch.no_grad()
+def test_nan_input_is_an_error(tiny: MimiCodec, bad: float) -> None:
+    x = torch.zeros(1, 1, 1920 * 2)
+    x[0, 0, 100] = bad
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        tiny.encode(x)
+    with tiny.streaming(1), pytest.raises(ValueError, match="NaN/Inf"):
+        tiny.encode_frame(x[..., :1920])
+
+
+@torch.no_grad()
+def test_silence_and_empty(tiny: MimiCodec) -> None:
+    codes = tiny.encode(torch.zeros(1, 1, 1920 * 3))  # silence is valid input
+    assert tuple(codes.shape) == (1, 4, 3)
+    assert torch.isfinite(tiny.decode(codes)).all()
+    with pytest.raises(ValueError, match="empty audio"):
+        tiny.encode(torch.zeros(1, 1, 0))
+    with pytest.raises(ValueError, match="codes must lie in"):
+        tiny.decode(torch.full((1, 4, 2), 10_000))
+
+
+@torch.no_grad()
+def test_sample_rates_and_channels(tiny: MimiCodec, speech: torch.Tensor) -> None:
+    x24 = speech[..., : 4 * 1920].numpy()[0, 0]
+    x16 = espeak_speech("Streaming codes should match.", 16000)[: 4 * 1280]
+    codes16 = tiny.encode(x16, sample_rate=16000)
+    assert tuple(codes16.shape) == (1, 4, 4)
+    with pytest.raises(ValueError, match="sample_rate must be a positive"):
+        tiny.encode(x24, sample_rate=0)
+    stereo = np.stack([x24, np.zeros_like(x24)])  # [C=2, T]
+    mixed = tiny.encode(stereo)
+    assert torch.equal(mixed, tiny.encode(x24 / 2))
+    folded = build_codec(**TINY, num_codebooks=4, channels="fold")
+    folded.load_state_dict(tiny.state_dict())
+    per_channel = folded.encode(stereo)  # channels become batch items
+    assert tuple(per_channel.shape) == (2, 4, 4)
+    assert torch.equal(per_channel[:1], tiny.encode(x24))
+    with pytest.raises(ValueError, match="channels must be one of"):
+        build_codec(**TINY, num_codebooks=4, channels="left")
+
+
+@torch.no_grad()
+def test_training_forward_matches_encode_decode(tiny: MimiCodec, speech: torch.Tensor) -> None:
+    x = speech[..., : 4 * 1920]
+    tiny.eval()
+    out = tiny(x)
+    assert torch.equal(out.codes, tiny.encode(x))
+    torch.testing.assert_close(out.audio, tiny.decode(out.codes), atol=1e-6, rtol=0)
+    assert out.semantic.shape[-1] == 4
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param(["codec=tiny"], id="tiny"),
+        pytest.param(["codec=tiny", "+codec.frame_rate=25.0"], id="tiny-25hz"),
+        pytest.param(["codec=small"], id="small"),
+    ],
+)
+def test_codec_configs_instantiate(overrides: list[str]) -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    codec = instantiate(cfg.codec, _convert_="all")
+    assert isinstance(codec, MimiCodec)
+    assert codec.num_codebooks == cfg.codec.num_codebooks
+    assert codec.bitrate == pytest.approx(codec.num_codebooks * np.log2(codec.cardinality) * codec.frame_rate)
+
+
+def test_kyutai_weights_through_registry_need_a_path_offline() -> None:
+    from e2e_voice.assets.registry import ModelNotAvailableError
+
+    with pytest.raises(ModelNotAvailableError, match="kyutai/moshiko-pytorch-bf16"):
+        build_codec(checkpoint="mimi-kyutai", n_filters=64, transformer_layers=8, quantizer_levels=32)

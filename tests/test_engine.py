@@ -1,0 +1,148 @@
+"""The batched full-duplex engine on moshi's classes (random weights, tiny sizes)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from moshi.models.lm import LMModel
+
+from e2e_voice.codec.mimi import build_mimi
+from e2e_voice.constants import FRAME_SIZE
+from e2e_voice.engine import DuplexEngine
+from e2e_voice.lm.generate import GREEDY
+
+N_Q = 4
+
+
+def _models(seed: int = 0) -> tuple[torch.nn.Module, LMModel]:
+    torch.manual_seed(seed)
+    codec = build_mimi(num_codebooks=N_Q, n_filters=16, transformer_layers=1, quantizer_levels=N_Q)
+    lm = LMModel(
+        delays=[0] + [0, 1, 1, 1] * 2,
+        n_q=2 * N_Q,
+        dep_q=N_Q,
+        card=2048,
+        text_card=64,
+        dim=64,
+        num_heads=4,
+        num_layers=2,
+        hidden_scale=2,
+        depformer_dim=32,
+        depformer_num_layers=1,
+        depformer_num_heads=2,
+        depformer_dim_feedforward=64,
+        depformer_weights_per_step=True,
+        gating="silu",
+        context=50,
+        positional_embedding="rope",
+        existing_text_padding_id=3,
+    ).eval()
+    return codec, lm
+
+
+def _engine(batch: int) -> DuplexEngine:
+    codec, lm = _models()
+    return DuplexEngine(codec, lm, text_piece=lambda i: f"<{i}>", max_conversations=batch, sampling=GREEDY)
+
+
+def _frames(seed: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.1, FRAME_SIZE).astype(np.float32) for _ in range(n)]
+
+
+def _solo(frames: list[np.ndarray]) -> list[np.ndarray]:
+    engine = _engine(1)
+    slot = engine.open()
+    return [engine.tick({slot.index: f})[slot.index].audio for f in frames]
+
+
+def test_staggered_batch_equals_separate_runs() -> None:
+    a, b = _frames(1, 8), _frames(2, 6)
+    solo_a, solo_b = _solo(a), _solo(b)
+    engine = _engine(3)
+    sa = engine.open()
+    out_a, out_b = [], []
+    for t in range(10):
+        frames = {}
+        if t < len(a):
+            frames[sa.index] = a[t]
+        if t == 3:
+            sb = engine.open()  # joins while A is mid-conversation
+        if 3 <= t < 3 + len(b):
+            frames[sb.index] = b[t - 3]
+        if frames:
+            res = engine.tick(frames)
+            if sa.index in frames:
+                out_a.append(res[sa.index].audio)
+            if t >= 3 and sb.index in frames:
+                out_b.append(res[sb.index].audio)
+    for got, want in zip(out_a, solo_a):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    for got, want in zip(out_b, solo_b):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert any(np.abs(x).max() > 0 for x in out_a[3:]), "the LM produced no audio at all"
+
+
+def test_slot_reuse_starts_fresh() -> None:
+    frames = _frames(3, 5)
+    want = _solo(frames)
+    engine = _engine(1)
+    slot = engine.open()
+    for f in _frames(4, 4):
+        engine.tick({slot.index: f})
+    slot.close()
+    again = engine.open()
+    got = [engine.tick({again.index: f})[again.index].audio for f in frames]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def test_all_slots_busy() -> None:
+    engine = _engine(1)
+    held = engine.open()
+    with pytest.raises(RuntimeError, match="all 1 engine slots are busy"):
+        engine.open()
+    held.close()
+    engine.open()  # the slot is free again
+
+
+def test_threaded_slots_batch_together() -> None:
+    a, b = _frames(5, 6), _frames(6, 6)
+    solo_a, solo_b = _solo(a), _solo(b)
+    engine = _engine(2)
+    slots = [engine.open(), engine.open()]
+    outs: list[list[np.ndarray]] = [[], []]
+
+    def run(k: int, frames: list[np.ndarray]) -> None:
+        for f in frames:
+            outs[k].append(slots[k].step(f).audio)
+
+    threads = [threading.Thread(target=run, args=(k, f)) for k, f in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    engine.shutdown()
+    for got, want in zip(outs, (solo_a, solo_b)):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, atol=1e-5)
+    assert engine.stats.frames == 12
+    assert engine.stats.ticks < 12  # frames from the two threads shared ticks
+    assert engine.stats.real_time_factor > 0
+
+
+def test_wrong_frame_size() -> None:
+    engine = _engine(1)
+    with pytest.raises(ValueError, match="expected 1920 samples per frame"):
+        engine.open().step(np.zeros(100, np.float32))
+
+
+def test_codec_too_small_for_lm() -> None:
+    codec = build_mimi(num_codebooks=2, n_filters=16, transformer_layers=1, quantizer_levels=2)
+    _, lm = _models()
+    with pytest.raises(ValueError, match="codec produces 2 codebooks but the LM needs 4"):
+        DuplexEngine(codec, lm)

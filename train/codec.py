@@ -1,0 +1,293 @@
+"""``e2e-voice train-codec``: train a Mimi codec (Hydra + accelerate).
+
+Losses (namespaced keys): ``rec/mel`` multi-scale log-mel L1 and ``rec/l1`` waveform L1;
+``adv/gen`` hinge loss and ``adv/feat`` feature matching against a multi-scale STFT discriminator
+(``disc/loss``); ``vq/commit`` RVQ commitment (moshi's codebooks follow an EMA of their assigned
+latents and replace dead entries in training mode, so they need no gradient); ``distill/cos``
+cosine distance between the projected first (semantic) level and a frozen teacher's features.
+Quantizer dropout: with probability ``quantizer_dropout`` a batch uses a random number of levels.
+
+A run lives in ``runs/train_codec/<run_name>/``: ``checkpoint.pt`` (everything to resume exactly,
+written atomically), ``codec.safetensors`` (Kyutai's format + our architecture metadata, loadable
+with ``e2e_voice.codec.load_codec``), ``metrics.jsonl`` and wandb's offline files. Running the same
+command with the same ``run_name`` continues from the last checkpoint.
+
+    e2e-voice train-codec +experiment=codec_cpu run_name=cpu1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from accelerate import Accelerator
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from e2e_voice.codec import MimiCodec, save_codec
+from e2e_voice.constants import CONFIG_DIR
+from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.codec_data import CropSampler, find_audio
+from train.codec_losses import (
+    DistillationHead,
+    MultiScaleSTFTDiscriminator,
+    ReconstructionLoss,
+    discriminator_loss,
+    generator_losses,
+)
+
+log = logging.getLogger(__name__)
+LOSS_KEYS = ("rec/mel", "rec/l1", "adv/gen", "adv/feat", "vq/commit", "distill/cos")
+
+
+def _codebooks(codec: MimiCodec) -> list[torch.nn.Module]:
+    return [m for m in codec.model.modules() if hasattr(m, "_next_unused_check")]
+
+
+def _lr_lambda(warmup: int, total: int) -> Any:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # cosine to 10%
+
+    return f
+
+
+class CodecTrainer:
+    """Owns the codec, discriminator, teacher, optimizers, schedulers and data of one run.
+
+    Args:
+        cfg: the composed ``train_codec`` config (the only place config is read).
+        run_dir: where checkpoints and logs go.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        torch.manual_seed(int(cfg.seed))
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
+        t = cfg.train
+        use_cuda = cfg.device == "cuda"
+        bf16 = t.precision == "bf16" and use_cuda  # CPU autocast to bf16 hurts conv accuracy here
+        self.accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if bf16 else "no")
+
+        codec: MimiCodec = instantiate(cfg.codec, _convert_="all")
+        self.eval_codebooks = codec.num_codebooks
+        codec.set_num_codebooks(codec.total_codebooks)  # train every level; dropout picks fewer
+        self.frame_size = codec.frame_size
+        w = cfg.loss.weights
+        self.weights = {k: float(w[k.replace("/", "_")]) for k in LOSS_KEYS}
+        self.teacher = instantiate(cfg.teacher) if self.weights["distill/cos"] > 0 else None
+        dim = int(codec.arch.get("dimension", 512))
+        self.distill = DistillationHead(dim, self.teacher.dim) if self.teacher is not None else None
+        self.disc = MultiScaleSTFTDiscriminator(tuple(cfg.disc.n_ffts), int(cfg.disc.filters))
+        self.rec = ReconstructionLoss(
+            codec.sample_rate, tuple(cfg.loss.mel_n_ffts), tuple(cfg.loss.mel_n_mels)
+        )
+
+        gen_params = list(codec.parameters()) + (list(self.distill.parameters()) if self.distill else [])
+        betas = (float(cfg.optim.beta1), float(cfg.optim.beta2))
+        self.opt_g = torch.optim.AdamW(gen_params, lr=float(t.lr), betas=betas, weight_decay=0.0)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=float(cfg.disc.lr), betas=betas)
+        lam = _lr_lambda(int(t.warmup_steps), int(t.steps))
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lam)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lam)
+
+        crop = round(float(cfg.data.crop_seconds) * codec.frame_rate) * codec.frame_size
+        if crop < codec.frame_size:
+            raise ValueError(f"data.crop_seconds={cfg.data.crop_seconds} is shorter than one codec frame")
+        paths = find_audio(cfg.data.files, cfg.data.manifest, cfg.data.audio_key)
+        self.data = CropSampler.from_files(paths, crop, seed=int(cfg.seed))
+
+        self.codec, self.disc, self.opt_g, self.opt_d = self.accelerator.prepare(
+            codec, self.disc, self.opt_g, self.opt_d
+        )
+        if self.distill is not None:
+            self.distill = self.accelerator.prepare(self.distill)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def unwrapped(self) -> MimiCodec:
+        codec: MimiCodec = self.accelerator.unwrap_model(self.codec)
+        return codec
+
+    # ---- one step ---------------------------------------------------------------------------
+    def train_step(self, batch: torch.Tensor | None = None) -> dict[str, float]:
+        """One generator + discriminator update; returns the losses as floats."""
+        cfg = self.cfg
+        codec = self.unwrapped
+        x = (self.data.next_batch(int(cfg.train.batch_size)) if batch is None else batch).to(
+            self.accelerator.device
+        )
+        total = codec.total_codebooks
+        n_q = total
+        if torch.rand(()) < float(cfg.quantizer_dropout):
+            n_q = int(torch.randint(1, total + 1, ()))
+        codec.set_num_codebooks(n_q)
+        codec.train()
+        self.disc.train()
+        adversarial = self.step >= int(cfg.adv_start)
+
+        with self.accelerator.autocast():
+            out = self.codec(x)
+            losses = dict(self.rec(x, out.audio.float()))
+            losses["vq/commit"] = out.commitment
+            if self.teacher is not None and self.distill is not None:
+                losses["distill/cos"] = self.distill(out.semantic, self.teacher(x))
+            if adversarial:
+                real = self.disc(x)
+                fake = self.disc(out.audio.float())
+                losses["adv/gen"], losses["adv/feat"] = generator_losses(real, fake)
+        loss = sum(self.weights[k] * v for k, v in losses.items())
+        self.opt_g.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        self.accelerator.clip_grad_norm_(self.codec.parameters(), float(cfg.grad_clip))
+        self.opt_g.step()
+        self.sched_g.step()
+
+        logs = {k: float(v.detach()) for k, v in losses.items()}
+        if adversarial:
+            with self.accelerator.autocast():
+                d_loss = discriminator_loss(self.disc(x), self.disc(out.audio.detach().float()))
+            self.opt_d.zero_grad(set_to_none=True)
+            self.accelerator.backward(d_loss)
+            self.accelerator.clip_grad_norm_(self.disc.parameters(), float(cfg.grad_clip))
+            self.opt_d.step()
+            logs["disc/loss"] = float(d_loss.detach())
+        self.sched_d.step()
+        codec.set_num_codebooks(total)
+        logs["loss"] = float(loss.detach())
+        logs["vq/levels"] = float(n_q)
+        for k in ("rvq_entropy", "rvq_expired"):
+            if k in out.metrics:
+                logs[f"vq/{k.removeprefix('rvq_')}"] = float(out.metrics[k])
+        logs["lr"] = float(self.sched_g.get_last_lr()[0])
+        self.step += 1
+        return logs
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        acc = self.accelerator
+        return {
+            "step": self.step,
+            "codec": acc.unwrap_model(self.codec).state_dict(),
+            # Python-side counters of moshi's codebooks (when to look for dead codes): not in state_dict.
+            "codebook_counters": [m._next_unused_check for m in _codebooks(self.unwrapped)],
+            "disc": acc.unwrap_model(self.disc).state_dict(),
+            "distill": acc.unwrap_model(self.distill).state_dict() if self.distill is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "data": self.data.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        acc = self.accelerator
+        acc.unwrap_model(self.codec).load_state_dict(state["codec"])
+        for m, n in zip(_codebooks(self.unwrapped), state["codebook_counters"], strict=True):
+            m._next_unused_check = n
+            m._cached_initialized = False  # type: ignore[assignment]
+            m.register_buffer("_embedding", None, persistent=False)
+        acc.unwrap_model(self.disc).load_state_dict(state["disc"])
+        if self.distill is not None:
+            acc.unwrap_model(self.distill).load_state_dict(state["distill"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        self.data.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        self.history = list(state["history"])
+        self.step = int(state["step"])
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.run_dir / "checkpoint.pt", self.state_dict())
+        codec = self.unwrapped
+        codec.set_num_codebooks(self.eval_codebooks)
+        save_codec(codec, self.run_dir / "codec.safetensors")
+        codec.set_num_codebooks(codec.total_codebooks)
+        return path
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def fit(self, steps: int | None = None) -> list[dict[str, float]]:
+        """Train until ``steps`` (default ``train.steps``), resuming from ``checkpoint.pt`` if present."""
+        cfg = self.cfg
+        steps = int(cfg.train.steps) if steps is None else steps
+        ckpt = self.run_dir / "checkpoint.pt"
+        if cfg.resume and ckpt.exists():
+            self.load_state_dict(load_checkpoint(ckpt))
+            log.info("resumed from %s at step %d", ckpt, self.step)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        run = self._wandb()
+        metrics_file = self.run_dir / "metrics.jsonl"
+        bar = tqdm(total=steps, initial=self.step, desc="train-codec", dynamic_ncols=True)
+        while self.step < steps:
+            t0 = time.perf_counter()
+            logs = self.train_step()
+            logs["time/step_s"] = time.perf_counter() - t0
+            logs["step"] = self.step
+            self.history.append(logs)
+            bar.update(1)
+            bar.set_postfix(mel=f"{logs['rec/mel']:.3f}", loss=f"{logs['loss']:.3f}")
+            if self.step % int(cfg.train.log_every) == 0 or self.step == steps:
+                with open(metrics_file, "a") as f:
+                    f.write(json.dumps(logs) + "\n")
+                if run is not None:
+                    run.log(logs, step=self.step)
+            if self.step % int(cfg.train.save_every) == 0 or self.step == steps:
+                self.save()
+        bar.close()
+        if run is not None:
+            run.finish()
+        return self.history
+
+    def _wandb(self) -> Any:
+        mode = self.cfg.train.wandb.mode
+        if mode == "disabled":
+            return None
+        import wandb
+
+        return wandb.init(
+            project=self.cfg.train.wandb.project,
+            name=str(self.cfg.run_name),
+            mode=mode,
+            dir=str(self.run_dir),
+            config=OmegaConf.to_container(self.cfg, resolve=True),  # type: ignore[arg-type]
+            resume="allow",
+        )
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train_codec", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    trainer = CodecTrainer(cfg, run_dir)
+    history = trainer.fit()
+    if history:
+        last = history[-1]
+        print(f"step {trainer.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if "/" in k))
+    print(f"wrote {run_dir}/checkpoint.pt and {run_dir}/codec.safetensors")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``e2e-voice train-codec`` (Hydra reads the overrides from ``sys.argv``)."""
+    _hydra_main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Audio for codec training: files (list, glob or manifest) -> random fixed-length mono crops.
+
+Everything is loaded once into memory at 24 kHz (codec corpora for CPU runs are small). The sampler
+owns a seeded ``torch.Generator`` and counts batches, and ``state_dict()`` holds both, so a resumed
+run draws exactly the crops the uninterrupted run would have drawn.
+
+Run ``python -m train.codec_data OUT_DIR`` to synthesize a small smoke corpus with the Piper voice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from e2e_voice.audio.io import load_audio, save_audio
+from e2e_voice.constants import REPO_ROOT, SAMPLE_RATE
+
+MANIFEST_AUDIO_KEYS = ("audio", "audio_path", "path", "wav")
+
+
+def read_manifest(path: str | Path, audio_key: str | None = None) -> list[Path]:
+    """Audio paths from a JSONL manifest (one object per line); relative paths are taken from its folder.
+
+    The synthetic corpus (issue #3) is still being defined; this reads the first of
+    ``audio_key`` or ``MANIFEST_AUDIO_KEYS`` that a line has, and says which keys it saw otherwise.
+    """
+    path = Path(path)
+    keys = (audio_key,) if audio_key else MANIFEST_AUDIO_KEYS
+    out = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        key = next((k for k in keys if k in row), None)
+        if key is None:
+            raise ValueError(
+                f"{path}:{i + 1}: no audio key among {keys}; keys are {sorted(row)} (set data.audio_key)"
+            )
+        p = Path(row[key])
+        out.append(p if p.is_absolute() else path.parent / p)
+    return out
+
+
+def find_audio(
+    files: Sequence[str] | str | None = None, manifest: str | None = None, audio_key: str | None = None
+) -> list[Path]:
+    """Resolve a list of paths/globs and/or a manifest to existing audio files (sorted, de-duplicated)."""
+    patterns = [files] if isinstance(files, str) else list(files or [])
+    found: set[Path] = set()
+    for pat in patterns:
+        p = Path(pat) if Path(pat).is_absolute() else REPO_ROOT / pat
+        matches = glob.glob(str(p), recursive=True)
+        found.update(Path(m) for m in matches if Path(m).is_file())
+    if manifest:
+        found.update(read_manifest(manifest, audio_key))
+    if not found:
+        raise FileNotFoundError(
+            f"no audio found for files={patterns} manifest={manifest}; generate a smoke corpus with"
+            " `python -m train.codec_data data/generated/codec_smoke` or point data.files at your wavs"
+        )
+    return sorted(found)
+
+
+class CropSampler:
+    """Random fixed-length crops from in-memory clips, with exact resume.
+
+    Args:
+        clips: mono 24 kHz clips ``[T]``.
+        crop_samples: crop length (a multiple of the codec frame size).
+        seed: generator seed.
+    """
+
+    def __init__(self, clips: list[torch.Tensor], crop_samples: int, seed: int = 0) -> None:
+        if not clips:
+            raise ValueError("CropSampler needs at least one clip")
+        self.clips = clips
+        self.crop = crop_samples
+        self.gen = torch.Generator().manual_seed(seed)
+        self.position = 0  # batches drawn so far
+
+    @classmethod
+    def from_files(cls, paths: Sequence[Path], crop_samples: int, seed: int = 0) -> CropSampler:
+        clips = [
+            torch.from_numpy(load_audio(p, SAMPLE_RATE, mono=True)[0]) for p in tqdm(paths, desc="load audio")
+        ]
+        clips = [c for c in clips if c.numel() > 0]
+        return cls(clips, crop_samples, seed)
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        """``[B, 1, crop]`` crops; clips shorter than a crop are zero-padded at the end."""
+        out = torch.zeros(batch_size, 1, self.crop)
+        idx = torch.randint(len(self.clips), (batch_size,), generator=self.gen)
+        for b, i in enumerate(idx.tolist()):
+            clip = self.clips[i]
+            start = int(torch.randint(max(clip.numel() - self.crop, 0) + 1, (1,), generator=self.gen))
+            piece = clip[start : start + self.crop]
+            out[b, 0, : piece.numel()] = piece
+        self.position += 1
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = int(state["position"])
+        self.gen.set_state(state["generator"])
+
+
+SMOKE_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "A codec turns speech into a few numbers every eighty milliseconds.",
+    "We measured the error rate of the reconstructed speech with a small recognizer.",
+    "Is it going to rain tomorrow afternoon, or will the sun come out again?",
+    "Six spoons of fresh snow peas, five thick slabs of blue cheese, and maybe a snack.",
+    "The train leaves at half past seven, so we should hurry to the station.",
+    "Numbers like forty two and nineteen eighty four are easy to say.",
+)
+
+
+def make_smoke_corpus(out_dir: str | Path, repeats: int = 1) -> list[Path]:
+    """Speak :data:`SMOKE_SENTENCES` with the bundled Piper voice into ``out_dir`` (wav + txt)."""
+    from e2e_voice.tts.piper import PiperTTS
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for r in range(repeats):
+        tts = PiperTTS(length_scale=1.0 + 0.1 * r)
+        for i, text in enumerate(tqdm(SMOKE_SENTENCES, desc=f"piper pass {r + 1}/{repeats}")):
+            audio = tts.synthesize(text)
+            p = out / f"piper_{r}_{i:02d}.wav"
+            save_audio(p, audio, tts.sample_rate)
+            p.with_suffix(".txt").write_text(text + "\n")
+            paths.append(p)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="synthesize a small speech corpus for codec smoke runs")
+    parser.add_argument("out_dir", nargs="?", default="data/generated/codec_smoke")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over the sentences (varied speed)")
+    args = parser.parse_args(argv)
+    paths = make_smoke_corpus(args.out_dir, args.repeats)
+    print(f"wrote {len(paths)} clips to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Codec training losses: multi-scale mel reconstruction, a multi-scale STFT discriminator (hinge
+adversarial loss + feature matching) and semantic distillation by cosine distance.
+
+Shapes: audio ``[B, 1, T]``; discriminator input per scale ``[B, 2, N, F]`` (real/imag, frames, bins).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from e2e_voice.codec.spectral import multiscale_mel_distance
+
+# A discriminator output: per scale, (logits, feature maps of every layer).
+DiscOutput = list[tuple[torch.Tensor, list[torch.Tensor]]]
+
+
+class STFTDiscriminator(nn.Module):
+    """One resolution: 2D convs over the complex STFT, dilated in time, strided in frequency."""
+
+    def __init__(self, n_fft: int, filters: int = 32, dilations: tuple[int, ...] = (1, 2, 4)) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.window: torch.Tensor
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        layers = [nn.Conv2d(2, filters, (3, 9), padding=(1, 4))]
+        for d in dilations:
+            layers.append(nn.Conv2d(filters, filters, (3, 9), stride=(1, 2), dilation=(d, 1), padding=(d, 4)))
+        layers.append(nn.Conv2d(filters, filters, (3, 3), padding=(1, 1)))
+        self.convs = nn.ModuleList(nn.utils.parametrizations.weight_norm(c) for c in layers)
+        self.out = nn.utils.parametrizations.weight_norm(nn.Conv2d(filters, 1, (3, 3), padding=(1, 1)))
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = audio[:, 0]  # [B, T]
+        spec = torch.stft(
+            x, self.n_fft, hop_length=self.n_fft // 4, window=self.window.to(x), return_complex=True
+        )  # [B, F, N]
+        h = torch.view_as_real(spec).permute(0, 3, 2, 1)  # [B, 2, N, F]
+        feats = []
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), 0.2)
+            feats.append(h)
+        return self.out(h), feats
+
+
+class MultiScaleSTFTDiscriminator(nn.Module):
+    """Several :class:`STFTDiscriminator` at different FFT sizes (as in EnCodec and Mimi)."""
+
+    def __init__(self, n_ffts: tuple[int, ...] = (512, 1024, 2048), filters: int = 32) -> None:
+        super().__init__()
+        self.discs = nn.ModuleList(STFTDiscriminator(int(n), filters) for n in n_ffts)
+
+    def forward(self, audio: torch.Tensor) -> DiscOutput:
+        return [d(audio) for d in self.discs]
+
+
+def discriminator_loss(real: DiscOutput, fake: DiscOutput) -> torch.Tensor:
+    """Hinge loss for the discriminator (``fake`` computed from detached audio)."""
+    loss = real[0][0].new_zeros(())
+    for (lr, _), (lf, _) in zip(real, fake, strict=True):
+        loss = loss + F.relu(1 - lr).mean() + F.relu(1 + lf).mean()
+    return loss / len(real)
+
+
+def generator_losses(real: DiscOutput, fake: DiscOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hinge adversarial loss, feature matching) for the generator.
+
+    Feature matching is the L1 distance of every layer's features, each normalized by the mean
+    magnitude of the real features so that layers weigh alike (EnCodec's relative feature loss).
+    """
+    adv = fake[0][0].new_zeros(())
+    feat = fake[0][0].new_zeros(())
+    n_feat = 0
+    for (_, fr), (lf, ff) in zip(real, fake, strict=True):
+        adv = adv + F.relu(1 - lf).mean()
+        for a, b in zip(fr, ff, strict=True):
+            feat = feat + (a.detach() - b).abs().mean() / (a.detach().abs().mean() + 1e-5)
+            n_feat += 1
+    return adv / len(fake), feat / max(n_feat, 1)
+
+
+class ReconstructionLoss(nn.Module):
+    """Multi-scale log-mel L1 plus a time-domain L1 term, returned separately."""
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_ffts: tuple[int, ...] = (256, 512, 1024, 2048),
+        n_mels: tuple[int, ...] = (32, 64, 80, 128),
+    ) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.n_ffts = tuple(int(n) for n in n_ffts)
+        self.n_mels = tuple(int(n) for n in n_mels)
+
+    def forward(self, reference: torch.Tensor, estimate: torch.Tensor) -> dict[str, torch.Tensor]:
+        mel = multiscale_mel_distance(reference, estimate, self.sample_rate, self.n_ffts, self.n_mels)
+        return {"rec/mel": mel, "rec/l1": (reference - estimate).abs().mean()}
+
+
+class DistillationHead(nn.Module):
+    """Projects the semantic quantizer output to the teacher's width; loss = 1 - cosine similarity.
+
+    Teacher features are resampled in time (linear interpolation) to the codec frame rate, as the
+    teacher (Whisper 50 Hz, WavLM 50 Hz) runs faster than the codes (12.5 Hz).
+    """
+
+    def __init__(self, codec_dim: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv1d(codec_dim, teacher_dim, 1)
+
+    def forward(self, semantic: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """``semantic`` [B, D, T'], ``teacher`` [B, T_t, D_t] -> scalar cosine distance."""
+        student = self.proj(semantic)  # [B, D_t, T']
+        target = F.interpolate(
+            teacher.transpose(1, 2), size=student.shape[-1], mode="linear", align_corners=False
+        )
+        return (1 - F.cosine_similarity(student, target.to(student), dim=1)).mean()

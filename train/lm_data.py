@@ -1,0 +1,259 @@
+"""Data for the LM trainer: multistream token files, a resumable sampler, and a tiny smoke corpus.
+
+A *streams file* (``streams.pt``) holds a list of aligned ``[K, T]`` int16 tensors (one per
+conversation, built by :func:`e2e_voice.lm.streams.build_streams`) and the metadata needed to check
+it against the model (``n_q``, tokenizer path). The corpus engineers' manifest adapter will write the
+same file; until then :func:`make_smoke_corpus` synthesises a few two-channel conversations with
+espeak-ng (user) and espeak-ng or Piper (assistant), timing the assistant's words by synthesising
+them one at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from e2e_voice.audio.io import resample, save_audio
+from e2e_voice.constants import SAMPLE_RATE
+from e2e_voice.lm.streams import ZERO_TOKEN, Codec, Conversation, TextTokenizer, Word, build_streams
+from e2e_voice.lm.tokenizer import SentencePieceTokenizer, train_sentencepiece
+
+# Question / answer pairs of the smoke corpus: short, varied, spoken-style.
+SMOKE_DIALOGUES: tuple[tuple[str, str], ...] = (
+    ("What time is it?", "It is almost noon, time for lunch."),
+    ("Can you help me?", "Of course, tell me what you need."),
+    ("What is the weather like?", "It is sunny and warm today."),
+    ("Do you like music?", "I love music, especially jazz."),
+    ("Where is the station?", "The station is two streets to the left."),
+    ("How are you today?", "I am fine, thank you for asking."),
+    ("What should I cook tonight?", "Try a simple pasta with tomatoes."),
+    ("Is it going to rain?", "Maybe later, take an umbrella."),
+    ("Tell me a fact.", "Honey never spoils if you keep it sealed."),
+    ("What is your name?", "I am a small voice assistant."),
+    ("How far is the moon?", "About three hundred eighty thousand kilometers."),
+    ("Can you count to five?", "One, two, three, four, five."),
+    ("What day is it?", "Today is Tuesday, the middle of the week."),
+    ("Should I go running?", "Yes, a short run will feel great."),
+    ("Recommend a book.", "Read a short novel, something light."),
+    ("Why is the sky blue?", "Air scatters blue light more than red light."),
+)
+
+
+# ----------------------------------------------------------------------------- streams files
+
+
+def save_streams(path: str | Path, streams: Sequence[torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write a streams file atomically (temp file + rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    torch.save({"streams": [s.to(torch.int16) for s in streams], "meta": meta}, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def load_streams(path: str | Path) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Read a streams file: ``([K, T] long tensors, metadata)``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"streams file {p} not found: build it first (train-lm builds a smoke corpus)"
+        )
+    pkg = torch.load(p, map_location="cpu")
+    return [s.long() for s in pkg["streams"]], dict(pkg["meta"])
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _crop_start(seed: int, epoch: int, index: int, span: int) -> int:
+    """Deterministic crop offset in ``[0, span]``, independent of any global RNG (exact resume)."""
+    if span <= 0:
+        return 0
+    digest = hashlib.sha256(f"{seed}/{epoch}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (span + 1)
+
+
+@dataclass
+class StreamSampler:
+    """Shuffled, sharded, resumable order over conversations.
+
+    Each rank takes every ``world``-th item of the epoch's permutation; ``position`` counts items
+    this rank has consumed in the current epoch, so ``state_dict`` / ``load_state_dict`` resume the
+    exact sequence of batches.
+    """
+
+    num_items: int
+    seed: int = 0
+    rank: int = 0
+    world: int = 1
+    epoch: int = 0
+    position: int = 0
+
+    def _order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.num_items, generator=g).tolist()
+        mine = perm[self.rank :: self.world]
+        assert mine, f"rank {self.rank} of {self.world} has no items among {self.num_items}"
+        return mine
+
+    def next(self) -> tuple[int, int]:
+        """``(item index, epoch)`` of the next item."""
+        order = self._order()
+        if self.position >= len(order):
+            self.epoch += 1
+            self.position = 0
+            order = self._order()
+        item = order[self.position]
+        self.position += 1
+        return item, self.epoch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"sampler seed {self.seed} differs from the checkpoint's {state['seed']}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def crop(stream: torch.Tensor, seq_len: int, start: int) -> torch.Tensor:
+    """``[K, seq_len]`` window from ``start``, padded with ``ZERO_TOKEN`` (no input, no loss)."""
+    K = stream.shape[0]
+    out = torch.full((K, seq_len), ZERO_TOKEN, dtype=torch.long)
+    piece = stream[:, start : start + seq_len]
+    out[:, : piece.shape[1]] = piece
+    return out
+
+
+def batches(
+    streams: Sequence[torch.Tensor], sampler: StreamSampler, batch_size: int, seq_len: int
+) -> Iterator[torch.Tensor]:
+    """Endless ``[B, K, seq_len]`` batches of random crops in the sampler's order."""
+    while True:
+        items = []
+        for _ in range(batch_size):
+            idx, epoch = sampler.next()
+            s = streams[idx]
+            items.append(crop(s, seq_len, _crop_start(sampler.seed, epoch, idx, s.shape[1] - seq_len)))
+        yield torch.stack(items)
+
+
+def validation_batches(streams: Sequence[torch.Tensor], batch_size: int, seq_len: int) -> list[torch.Tensor]:
+    """Fixed validation batches: every conversation cut into consecutive ``seq_len`` windows."""
+    windows = [crop(s, seq_len, t) for s in streams for t in range(0, s.shape[1], seq_len)]
+    return [torch.stack(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+
+
+# ----------------------------------------------------------------------------- smoke corpus
+
+
+def _trim(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return audio[loud[0] : loud[-1] + 1] if len(loud) else audio[:0]
+
+
+def synth_conversation(
+    question: str,
+    answer: str,
+    *,
+    speak_assistant: Any = None,
+    word_gap_s: float = 0.12,
+    turn_gap_s: float = 0.4,
+    lead_s: float = 0.3,
+) -> Conversation:
+    """A two-channel conversation: the user asks on one channel, the assistant answers on the other.
+
+    The assistant's answer is synthesised word by word (espeak-ng unless ``speak_assistant(text) ->
+    (audio, sr)`` is given), so each word's start and end are known exactly.
+    """
+    from e2e_voice.tts import espeak
+
+    def say(text: str, fn: Any) -> np.ndarray:
+        audio, sr = fn(text)
+        return _trim(resample(np.asarray(audio, dtype=np.float32), sr, SAMPLE_RATE))
+
+    user_speech = say(question, espeak.synthesize)
+    assistant_fn = speak_assistant or espeak.synthesize
+    lead = int(lead_s * SAMPLE_RATE)
+    t = lead + len(user_speech) + int(turn_gap_s * SAMPLE_RATE)
+    pieces: list[tuple[int, np.ndarray]] = []
+    words: list[Word] = []
+    for text in answer.split():
+        audio = say(text, assistant_fn)
+        pieces.append((t, audio))
+        words.append(Word(text=text, start_s=t / SAMPLE_RATE, end_s=(t + len(audio)) / SAMPLE_RATE))
+        t += len(audio) + int(word_gap_s * SAMPLE_RATE)
+    total = t + lead
+    user = np.zeros(total, np.float32)
+    user[lead : lead + len(user_speech)] = user_speech
+    assistant = np.zeros(total, np.float32)
+    for start, audio in pieces:
+        assistant[start : start + len(audio)] = audio
+    return Conversation(assistant_audio=assistant, user_audio=user, assistant_words=words)
+
+
+def make_smoke_corpus(
+    out_dir: str | Path,
+    codec: Codec,
+    n_q: int,
+    *,
+    num_conversations: int = 16,
+    vocab_size: int = 2000,
+    tokenizer: TextTokenizer | None = None,
+    write_audio: bool = True,
+    assistant_voice: str = "espeak",
+) -> Path:
+    """Synthesise conversations, train the sentencepiece tokenizer on their text (unless one is
+    given), encode both channels with ``codec`` and write ``streams.pt`` (+ wavs and word timings).
+
+    Args:
+        assistant_voice: ``"espeak"`` (fast, robotic) or ``"piper"`` (the bundled Piper voice, ~85 ms
+            per word); the user always speaks with espeak-ng, so the two channels sound different.
+
+    Returns:
+        The streams file.
+    """
+    if assistant_voice not in ("espeak", "piper"):
+        raise ValueError(f"assistant_voice must be 'espeak' or 'piper', got {assistant_voice!r}")
+    speak: Any = None
+    if assistant_voice == "piper":
+        from e2e_voice.tts.piper import PiperTTS
+
+        piper = PiperTTS()
+
+        def speak(text: str) -> tuple[np.ndarray, int]:
+            return piper.synthesize(text), piper.sample_rate
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dialogues = [SMOKE_DIALOGUES[i % len(SMOKE_DIALOGUES)] for i in range(num_conversations)]
+    tok_path = out / "tokenizer.model"
+    if tokenizer is None:
+        texts = [a for _, a in SMOKE_DIALOGUES] + [q for q, _ in SMOKE_DIALOGUES]
+        train_sentencepiece(texts, tok_path, vocab_size=vocab_size)
+        tokenizer = SentencePieceTokenizer(tok_path)
+    streams = []
+    dropped = 0
+    for i, (q, a) in enumerate(tqdm(dialogues, desc="smoke conversations", unit="conv")):
+        conv = synth_conversation(q, a, speak_assistant=speak)
+        built = build_streams(conv, codec, tokenizer, n_q)
+        dropped += built.text.words_dropped
+        streams.append(built.codes)
+        if write_audio:
+            save_audio(
+                out / f"conv{i:03d}.wav", np.stack([conv.assistant_audio, conv.user_audio]), SAMPLE_RATE
+            )
+            words = [w.__dict__ for w in conv.assistant_words]
+            (out / f"conv{i:03d}.json").write_text(json.dumps({"question": q, "answer": a, "words": words}))
+    meta = {"n_q": n_q, "tokenizer": str(tok_path) if tok_path.is_file() else None, "words_dropped": dropped}
+    return save_streams(out / "streams.pt", streams, meta)
