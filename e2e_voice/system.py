@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -59,3 +60,11 @@ class DuplexSystem(abc.ABC):
         if not np.isfinite(frame).all():
             raise ValueError("user frame contains NaN or infinite samples")
         return frame
+
+    def busy(self) -> bool:
+        """Whether an answer is still pending or playing (``converse`` keeps feeding silence until not)."""
+        return False
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Per-turn metrics as plain dicts (logged metrics; empty when a system keeps none)."""
+        return []
