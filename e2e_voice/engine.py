@@ -114,7 +114,10 @@ class DuplexEngine:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: dict[int, _Pending] = {}
-        self._open: set[int] = set()
+        # slot index -> the ticket of the conversation holding it; a stale EngineSlot (its conversation
+        # ended and the index was handed out again) can neither step nor close the new owner's slot.
+        self._owner: dict[int, int] = {}
+        self._tickets = 0
         self._scheduler: threading.Thread | None = None
         self._stop = False
 
@@ -126,21 +129,24 @@ class DuplexEngine:
                 raise RuntimeError(f"all {self.batch} engine slots are busy; raise max_conversations")
             index = self._free.pop(0)
             self._reset_slots([index])
-            self._open.add(index)
+            self._tickets += 1
+            self._owner[index] = self._tickets
             self.stats.joined += 1
-        return EngineSlot(self, index)
+        return EngineSlot(self, index, self._tickets)
 
-    def close_slot(self, index: int) -> None:
+    def close_slot(self, index: int, ticket: int) -> None:
         with self._lock:
-            if index in self._open:
-                self._open.discard(index)
+            if self._owner.get(index) == ticket:
+                del self._owner[index]
                 self._pending.pop(index, None)
                 self._free.append(index)
                 self.stats.left += 1
                 self._wake.notify_all()
 
-    def reset_slot(self, index: int) -> None:
+    def reset_slot(self, index: int, ticket: int) -> None:
         with self._lock:
+            if self._owner.get(index) != ticket:
+                raise RuntimeError(f"engine slot {index} no longer belongs to this conversation")
             self._reset_slots([index])
 
     def _reset_slots(self, indices: list[int]) -> None:
@@ -192,11 +198,11 @@ class DuplexEngine:
         return out
 
     # --- scheduler: batches frames that slots submit from their own threads --------------------------------
-    def submit(self, index: int, frame: np.ndarray) -> SystemOutput:
+    def submit(self, index: int, ticket: int, frame: np.ndarray) -> SystemOutput:
         """Queue one frame for slot ``index`` and wait for the tick that steps it."""
         pending = _Pending(frame)
         with self._lock:
-            if index not in self._open:
+            if self._owner.get(index) != ticket:
                 raise RuntimeError(f"engine slot {index} is closed")
             if index in self._pending:
                 raise RuntimeError(f"slot {index} submitted a second frame before the first was stepped")
@@ -224,7 +230,7 @@ class DuplexEngine:
                     return
                 # Wait (briefly) until every live slot has its frame, so they share one batched step.
                 deadline = time.monotonic() + self.batch_wait
-                while len(self._pending) < len(self._open) and not self._stop:
+                while len(self._pending) < len(self._owner) and not self._stop:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -251,22 +257,22 @@ class DuplexEngine:
 class EngineSlot(DuplexSystem):
     """One conversation on a :class:`DuplexEngine` (a DuplexSystem; close it to free the slot)."""
 
-    def __init__(self, engine: DuplexEngine, index: int) -> None:
-        self.engine, self.index = engine, index
+    def __init__(self, engine: DuplexEngine, index: int, ticket: int) -> None:
+        self.engine, self.index, self.ticket = engine, index, ticket
 
     def reset(self) -> None:
-        self.engine.reset_slot(self.index)
+        self.engine.reset_slot(self.index, self.ticket)
 
     def step(self, user_frame: np.ndarray) -> SystemOutput:
-        return self.engine.submit(self.index, self.check_frame(user_frame))
+        return self.engine.submit(self.index, self.ticket, self.check_frame(user_frame))
 
     def close(self) -> None:
-        self.engine.close_slot(self.index)
+        self.engine.close_slot(self.index, self.ticket)
 
     def __del__(self) -> None:
         # A slot dropped without close() (e.g. a crashed conversation) must not leak its batch position.
         with contextlib.suppress(Exception):
-            self.engine.close_slot(self.index)
+            self.engine.close_slot(self.index, self.ticket)
 
 
 def load_engine(

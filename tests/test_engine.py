@@ -146,3 +146,16 @@ def test_codec_too_small_for_lm() -> None:
     _, lm = _models()
     with pytest.raises(ValueError, match="codec produces 2 codebooks but the LM needs 4"):
         DuplexEngine(codec, lm)
+
+
+def test_stale_slot_cannot_touch_a_reused_index() -> None:
+    engine = _engine(1)
+    old = engine.open()
+    old.close()
+    new = engine.open()
+    assert new.index == old.index
+    old.close()  # e.g. the old conversation's object is garbage-collected late
+    del old
+    out = new.step(_frames(9, 1)[0])  # the new owner still holds its slot
+    assert out.audio.shape == (FRAME_SIZE,)
+    engine.shutdown()
