@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +25,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from e2e_voice.audio.io import load_audio, save_audio
+from e2e_voice.audio.io import AudioError, load_audio, save_audio
 from e2e_voice.constants import CONFIG_DIR, FRAME_SIZE, SAMPLE_RATE
+from e2e_voice.safety.watermark import watermark_system
 from e2e_voice.system import DuplexSystem
 
 
@@ -194,8 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(int(cfg.threads))
-    user = load_audio(args.input, SAMPLE_RATE, mono=True)
-    system = instantiate(cfg.system, realtime=bool(cfg.realtime))
+    try:
+        user = load_audio(args.input, SAMPLE_RATE, mono=True)
+    except AudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # Systems that distinguish a live call from the offline clock take `realtime`; others ignore it.
+    extra = {"realtime": bool(cfg.realtime)} if "realtime" in cfg.system else {}
+    system = watermark_system(
+        instantiate(cfg.system, **extra),
+        enabled=bool(cfg.watermark.enabled),
+        model_path=cfg.watermark.model_path,
+    )
     try:
         result = converse(system, user, realtime=bool(cfg.realtime), max_tail_s=float(cfg.max_tail_s))
     finally:

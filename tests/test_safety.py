@@ -148,3 +148,38 @@ def test_detect_cli(wm: PerthWatermarker, speech: np.ndarray, tmp_path: Path) ->
     (tmp_path / "broken.wav").write_bytes(b"RIFFnope")
     bad = subprocess.run([*cmd, str(tmp_path / "broken.wav")], capture_output=True, text=True)
     assert bad.returncode == 2 and "cannot read" in bad.stderr
+
+
+def test_converse_output_is_watermarked_and_opt_out_is_logged(tmp_path: Path) -> None:
+    user = tmp_path / "user.wav"
+    save_audio(user, espeak_speech("Hello there, this is a recorded user turn for the loopback system."))
+    base = [sys.executable, "-m", "e2e_voice.cli", "converse", "--input", str(user)]
+    marked = subprocess.run(
+        [*base, "--output", str(tmp_path / "on.wav"), "system=loopback"], capture_output=True, text=True
+    )
+    assert marked.returncode == 0, marked.stderr
+    off = subprocess.run(
+        [*base, "--output", str(tmp_path / "off.wav"), "system=loopback", "watermark.enabled=false"],
+        capture_output=True,
+        text=True,
+    )
+    assert off.returncode == 0 and "watermarking is DISABLED" in off.stderr
+    detect = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "e2e_voice.cli",
+            "watermark",
+            "detect",
+            str(tmp_path / "on.wav"),
+            str(tmp_path / "off.wav"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    rows = {
+        line.split()[0] + " " + line.split()[1]: line.split()[2] for line in detect.stdout.splitlines()[1:]
+    }
+    assert rows[f"{tmp_path / 'on.wav'} [ch0]"] == "yes"  # the assistant channel
+    assert rows[f"{tmp_path / 'on.wav'} [ch1]"] == "no"  # the user's own voice is not marked
+    assert rows[f"{tmp_path / 'off.wav'} [ch0]"] == "no"

@@ -36,17 +36,21 @@ def watermark_main(argv: list[str] | None = None) -> int:
         return 0
     unreadable = 0
     print(f"{'file':<48} {'watermark':>9} {'confidence':>10}")
+    import soundfile as sf
+
     for path in args.files:
         try:
-            import soundfile as sf
-
-            audio = load_audio(path, sample_rate=None)
-            det = wm.detect(audio[0], sf.info(path).samplerate)
+            audio = load_audio(path, sample_rate=None, mono=False)  # [C, T]
+            sr = sf.info(path).samplerate
+            # Each channel on its own: a conversation file holds the assistant (marked) beside the user.
+            found = [(c, wm.detect(audio[c], sr)) for c in range(audio.shape[0])]
         except (AudioError, ValueError, RuntimeError) as exc:
             unreadable += 1
             print(f"{path:<48} {'error':>9}  {exc}", file=sys.stderr)
             continue
-        print(f"{path:<48} {'yes' if det.present else 'no':>9} {det.confidence:10.3f}")
+        for c, det in found:
+            name = path if len(found) == 1 else f"{path} [ch{c}]"
+            print(f"{name:<48} {'yes' if det.present else 'no':>9} {det.confidence:10.3f}")
     return 2 if unreadable else 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -263,6 +264,12 @@ class WatermarkedSystem(DuplexSystem):
 
     def close(self) -> None:
         self.inner.close()
+
+    def busy(self) -> bool:
+        return self.inner.busy()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return self.inner.metrics()
 
 
 def watermark_system(
