@@ -26,12 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-codec": ("train.codec", "train a Mimi codec (Hydra; +experiment=codec_cpu|codec_gpu|codec_debug)"),
     "synth-data": ("e2e_voice.data.synth_cli", "generate the synthetic two-channel dialogue corpus"),
     "converse": ("e2e_voice.converse", "play a user recording through a system (default: the cascade)"),
+    "bench": ("eval.bench", "run systems through the same conversations: latency, turn-taking, WER, prosody"),
 }
 
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
-PLANNED: dict[str, tuple[int, str]] = {
-    "bench": (8, "benchmark the end-to-end model against the cascade"),
-}
+PLANNED: dict[str, tuple[int, str]] = {}
 
 
 def _usage() -> str:

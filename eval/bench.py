@@ -1,0 +1,341 @@
+"""``e2e-voice bench``: drive systems through the same conversations and measure them side by side.
+
+Each conversation of a manifest (the synthetic corpus's test split, the committed fixture, or any
+two-channel corpus in the same format) gives its user channel to every system through ``converse`` on the
+offline clock. The system's own channel is then measured against the scenario's ground truth:
+
+- latency: the gap between the end of each user turn (``turn_gap`` events) and the system's first speech;
+- turn-taking (Full-Duplex-Bench v1): takeover rate during user pauses (lower is better), smooth
+  turn-taking rate at turn ends, stop latency after a user interruption, and whether the system keeps
+  talking through a backchannel;
+- WER of the system's speech against the text it meant to say (its own text events), Whisper judge;
+- prosody of the system's speech (F0 in semitones, range, intensity, rate, pauses);
+- real-time factor of the run, and the cascade's per-stage timings when the system reports them.
+
+Writes ``runs/bench/<time>/results.json``, ``report.md`` and plots, and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from e2e_voice.audio.io import load_audio
+from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
+from e2e_voice.converse import converse
+from e2e_voice.data.manifest import USER, DialogueEntry, read_manifest
+from e2e_voice.stt.whisper import WhisperSTT
+from eval import metrics as m
+
+log = logging.getLogger(__name__)
+BACKCHANNEL_CONTINUE_S = 0.5  # the system "keeps talking" through a backchannel if it speaks this long after
+
+
+@dataclass
+class ConversationScore:
+    """Everything measured on one system's side of one conversation."""
+
+    id: str
+    scenarios: list[str]
+    seconds: float
+    run_seconds: float
+    latencies: list[float] = field(default_factory=list)
+    smooth_takeovers: list[bool] = field(default_factory=list)
+    pause_takeovers: list[bool] = field(default_factory=list)
+    stop_latencies: list[float | None] = field(default_factory=list)
+    backchannel_continues: list[bool] = field(default_factory=list)
+    intended_text: str = ""
+    heard_text: str = ""
+    prosody: dict[str, Any] | None = None
+    stages: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _next_user_start(entry: DialogueEntry, after: float) -> float:
+    starts = [t.start for t in entry.turns if t.speaker == USER and t.start > after + 1e-3]
+    return min(starts) if starts else entry.duration
+
+
+def score_conversation(
+    entry: DialogueEntry,
+    assistant: np.ndarray,
+    intended: str,
+    heard: str,
+    run_seconds: float,
+    stages: dict[str, list[float]],
+) -> ConversationScore:
+    """Measure one system channel (``[T]`` at 24 kHz) against the entry's scenario ground truth."""
+    segs = m.speech_segments(assistant, SAMPLE_RATE)
+    end = len(assistant) / SAMPLE_RATE
+    score = ConversationScore(
+        entry.id,
+        list(entry.scenarios),
+        entry.duration,
+        run_seconds,
+        intended_text=intended,
+        heard_text=heard,
+        stages=stages,
+    )
+    for e in entry.events_of("turn_gap"):
+        latency = m.response_latency(segs, e.start)
+        nxt = _next_user_start(entry, e.start)
+        if latency is not None and e.start + latency < nxt:
+            score.latencies.append(latency)
+        score.smooth_takeovers.append(m.takes_turn(segs, e.start, nxt))
+    for e in entry.events_of("pause"):
+        score.pause_takeovers.append(m.takes_turn(segs, e.start, e.end))
+    for e in entry.events_of("interruption"):
+        if any(a <= e.start < b for a, b in segs):  # only meaningful when the system was speaking
+            score.stop_latencies.append(m.stop_latency(segs, e.start, end))
+    for e in entry.events_of("backchannel"):
+        if any(a <= e.start < b for a, b in segs):
+            score.backchannel_continues.append(
+                m.speech_seconds(segs, e.end, e.end + 2.0) >= BACKCHANNEL_CONTINUE_S
+            )
+    words = len(intended.split())
+    try:
+        score.prosody = m.prosody(assistant, SAMPLE_RATE, words=words or None).as_dict()
+    except ValueError:
+        score.prosody = None  # the system never spoke (no voiced frame)
+    return score
+
+
+def _mean(xs: list[Any]) -> float | None:
+    vals = [float(x) for x in xs if x is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize(scores: list[ConversationScore]) -> dict[str, Any]:
+    """Aggregate one system's conversation scores into the report's numbers."""
+    lat = [x for s in scores for x in s.latencies]
+    stops = [x for s in scores for x in s.stop_latencies]
+    p50, p90 = m.p50_p90(lat)
+    refs = [s.intended_text for s in scores if s.intended_text.strip()]
+    hyps = [s.heard_text for s in scores if s.intended_text.strip()]
+    prosody_keys = (
+        "f0_mean_st",
+        "f0_std_st",
+        "f0_range_st",
+        "intensity_std_db",
+        "speaking_rate_wps",
+        "pause_count",
+        "pause_mean_s",
+    )
+    stages: dict[str, list[float]] = {}
+    for s in scores:
+        for k, v in s.stages.items():
+            stages.setdefault(k, []).extend(v)
+    return {
+        "conversations": len(scores),
+        "latency_p50_s": p50,
+        "latency_p90_s": p90,
+        "responses": len(lat),
+        "smooth_turn_taking_rate": _mean([x for s in scores for x in s.smooth_takeovers]),
+        "pause_takeover_rate": _mean([x for s in scores for x in s.pause_takeovers]),
+        "interruption_stop_latency_p50_s": m.p50_p90([x for x in stops if x is not None])[0],
+        "interruption_never_stopped": sum(x is None for x in stops),
+        "interruptions_while_speaking": len(stops),
+        "backchannel_continue_rate": _mean([x for s in scores for x in s.backchannel_continues]),
+        "wer": m.wer(refs, hyps) if refs else None,
+        "real_time_factor": sum(s.run_seconds for s in scores) / max(1e-9, sum(s.seconds for s in scores)),
+        "prosody": {k: _mean([s.prosody.get(k) for s in scores if s.prosody]) for k in prosody_keys},
+        "stages_p50_s": {k: m.p50_p90(v)[0] for k, v in sorted(stages.items())},
+    }
+
+
+def _stages(turns: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for t in turns:
+        for k, v in (t.get("stages") or {}).items():
+            if isinstance(v, (int, float)):
+                out.setdefault(k, []).append(float(v))
+    return out
+
+
+def _compose(config: str, overrides: list[str]) -> DictConfig:
+    # Inside `e2e-voice bench` Hydra is already initialised on configs/; from Python (tests) it is not.
+    if GlobalHydra.instance().is_initialized():
+        return compose(config, overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config, overrides=overrides)
+
+
+def run_system(
+    name: str, overrides: list[str], entries: list[DialogueEntry], judge: WhisperSTT, realtime: bool = False
+) -> list[ConversationScore]:
+    """Run every conversation through one system (built from ``configs/system/<name>.yaml``)."""
+    cfg = _compose("converse", [f"system={name}", *overrides])
+    extra = {"realtime": realtime} if "realtime" in cfg.system else {}
+    system = instantiate(cfg.system, **extra)
+    scores = []
+    try:
+        for entry in tqdm(entries, desc=f"bench {name}", unit="conv"):
+            user = load_audio(entry.audio, SAMPLE_RATE, mono=False)[1]
+            t0 = time.perf_counter()
+            result = converse(system, user, realtime=realtime, progress=False)
+            run_seconds = time.perf_counter() - t0
+            assistant = result.audio[0]
+            intended = " ".join(e.text.strip() for e in result.events if e.kind == "assistant_text")
+            heard = judge.transcribe(assistant, SAMPLE_RATE) if np.abs(assistant).max() > 1e-4 else ""
+            scores.append(
+                score_conversation(entry, assistant, intended, heard, run_seconds, _stages(result.metrics))
+            )
+    finally:
+        system.close()
+    return scores
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}%" if pct else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+ROWS = [
+    ("latency p50 (s)", "latency_p50_s", False),
+    ("latency p90 (s)", "latency_p90_s", False),
+    ("responses measured", "responses", False),
+    ("smooth turn-taking rate", "smooth_turn_taking_rate", True),
+    ("pause takeover rate (lower is better)", "pause_takeover_rate", True),
+    ("interruption stop latency p50 (s)", "interruption_stop_latency_p50_s", False),
+    ("interruptions while speaking / never stopped", None, False),
+    ("backchannel: keeps talking", "backchannel_continue_rate", True),
+    ("WER (own speech)", "wer", True),
+    ("real-time factor", "real_time_factor", False),
+]
+
+
+def report(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The markdown report: one column per system."""
+    names = list(summary)
+    lines = [
+        f"# Benchmark: {', '.join(names)}",
+        "",
+        f"Manifest `{meta['manifest']}`, {meta['conversations']} conversations, {meta['clock']}, "
+        f"judge {meta['judge']}, {meta['machine']}.",
+        "",
+        "On the offline clock a system's compute time does not delay its audio, so latencies are the"
+        " algorithmic part (endpointing, acoustic delay); compute latency is in the stage rows and in a"
+        " `realtime=true` run. WER compares the system's speech with its own text events (for the"
+        " cascade these include words cut off by a barge-in, which count as deletions).",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+    ]
+    for label, key, pct in ROWS:
+        if key is None:
+            vals = [
+                f"{s['interruptions_while_speaking']} / {s['interruption_never_stopped']}"
+                for s in summary.values()
+            ]
+        else:
+            vals = [_fmt(s[key], pct) for s in summary.values()]
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    for k in next(iter(summary.values()))["prosody"]:
+        lines.append(
+            f"| prosody: {k} | " + " | ".join(_fmt(s["prosody"][k]) for s in summary.values()) + " |"
+        )
+    stage_keys = sorted({k for s in summary.values() for k in s["stages_p50_s"]})
+    for k in stage_keys:
+        lines.append(
+            f"| stage p50 (s): {k} | "
+            + " | ".join(_fmt(s["stages_p50_s"].get(k)) for s in summary.values())
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(scores: dict[str, list[ConversationScore]], out: Path) -> list[Path]:
+    """Latency distribution per system, and F0 statistics side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    data = [[x for s in sc for x in s.latencies] for sc in scores.values()]
+    ax.boxplot([d if d else [np.nan] for d in data], tick_labels=list(scores))
+    ax.set_ylabel("response latency (s)")
+    ax.set_title("End of user turn -> first system speech")
+    fig.tight_layout()
+    paths.append(out / "latency.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    keys = ("f0_std_st", "f0_range_st", "intensity_std_db")
+    width = 0.8 / max(1, len(scores))
+    for i, (name, sc) in enumerate(scores.items()):
+        vals = [_mean([s.prosody.get(k) for s in sc if s.prosody]) or 0.0 for k in keys]
+        ax.bar(np.arange(len(keys)) + i * width, vals, width, label=name)
+    ax.set_xticks(np.arange(len(keys)) + width * (len(scores) - 1) / 2, keys)
+    ax.legend()
+    ax.set_title("Prosody of each system's speech")
+    fig.tight_layout()
+    paths.append(out / "prosody.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Run the configured suite; returns the results written to ``out/results.json``."""
+    entries = read_manifest(cfg.manifest).entries
+    if cfg.split:
+        entries = [e for e in entries if e.split == cfg.split] or entries
+    if cfg.limit:
+        entries = entries[: int(cfg.limit)]
+    if not entries:
+        raise ValueError(f"no conversations in {cfg.manifest}")
+    judge = WhisperSTT(cfg.judge)
+    scores = {
+        name: run_system(
+            name, list(cfg.system_overrides.get(name, []) or []), entries, judge, bool(cfg.realtime)
+        )
+        for name in cfg.systems
+    }
+    summary = {name: summarize(sc) for name, sc in scores.items()}
+    meta = {
+        "clock": "real time" if cfg.realtime else "offline clock",
+        "manifest": str(cfg.manifest),
+        "conversations": len(entries),
+        "judge": cfg.judge,
+        "machine": cfg.machine,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "meta": meta,
+        "summary": summary,
+        "conversations": {n: [s.__dict__ for s in sc] for n, sc in scores.items()},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    text = report(summary, meta)
+    (out / "report.md").write_text(text)
+    plot(scores, out)
+    print(text)
+    print(f"wrote {out}/results.json, report.md, latency.png, prosody.png")
+    return results
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="bench", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    _hydra_main()
+    return 0
