@@ -183,3 +183,39 @@ def test_converse_output_is_watermarked_and_opt_out_is_logged(tmp_path: Path) ->
     assert rows[f"{tmp_path / 'on.wav'} [ch0]"] == "yes"  # the assistant channel
     assert rows[f"{tmp_path / 'on.wav'} [ch1]"] == "no"  # the user's own voice is not marked
     assert rows[f"{tmp_path / 'off.wav'} [ch0]"] == "no"
+
+
+def test_synth_data_can_watermark_the_assistant_channel(tmp_path: Path, wm: PerthWatermarker) -> None:
+    from e2e_voice.audio.io import load_audio
+    from e2e_voice.data.manifest import read_manifest
+
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "e2e_voice.cli",
+            "synth-data",
+            "num_conversations=1",
+            "workers=1",
+            "exchanges=[2,2]",
+            "assistant.engine=piper",
+            "assistant.voice=piper-en-us-joe",
+            "users.kokoro.weight=0",
+            "users.piper.weight=0",
+            "content.source=templates",
+            "alignment.method=concat",
+            "scenarios.noise_prob=0",
+            "watermark_assistant=true",
+            f"out_dir={out}",
+            f"cache.dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    entries = [e for s in ("train", "valid", "test") for e in read_manifest(out / f"{s}.jsonl").entries]
+    audio = load_audio(entries[0].audio, mono=False)
+    assert wm.detect(audio[0], SAMPLE_RATE).present  # the generated assistant voice
+    assert not wm.detect(audio[1], SAMPLE_RATE).present  # the simulated user

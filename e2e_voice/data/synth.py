@@ -86,6 +86,7 @@ class SynthSettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     use_cache: bool = True
     cache_root: Path | None = None
+    watermark_assistant: bool = False
 
     def __post_init__(self) -> None:
         if self.num_conversations < 1:
@@ -315,6 +316,10 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
     laid = layout(exchanges, lambda role, text: speaker.say(voices[role], text), rng, settings.timing)
     t_mix = time.perf_counter()
     audio = laid.audio
+    if settings.watermark_assistant:  # before noise: the mark belongs to the generated voice itself
+        from e2e_voice.safety.watermark import shared_watermarker
+
+        audio[0] = shared_watermarker().embed(audio[0], SAMPLE_RATE)
     if p.snr_db is not None:
         audio = add_noise(audio, laid.turns, p.snr_db, rng, p.noise_color)
     peak = float(np.abs(audio).max())

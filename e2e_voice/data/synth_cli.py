@@ -84,6 +84,7 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
         timing=timing,
         use_cache=bool(c["cache"]["enabled"]),
         cache_root=None if c["cache"].get("dir") is None else Path(c["cache"]["dir"]),
+        watermark_assistant=bool(c.get("watermark_assistant", False)),
     )
 
 

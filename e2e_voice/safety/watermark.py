@@ -279,13 +279,13 @@ def watermark_system(
     if not enabled:
         log.warning("audio watermarking is DISABLED by configuration (watermark.enabled=false)")
         return inner
-    return WatermarkedSystem(inner, _shared_watermarker(model_path))
+    return WatermarkedSystem(inner, shared_watermarker(model_path))
 
 
 _WATERMARKERS: dict[str | None, PerthWatermarker] = {}
 
 
-def _shared_watermarker(model_path: str | None) -> PerthWatermarker:
+def shared_watermarker(model_path: str | None = None) -> PerthWatermarker:
     # One loaded network per process: conversations share it (it holds no per-stream state).
     if model_path not in _WATERMARKERS:
         _WATERMARKERS[model_path] = PerthWatermarker(model_path)
