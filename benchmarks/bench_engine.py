@@ -1,0 +1,142 @@
+"""How many conversations the batched engine sustains in real time.
+
+    .venv/bin/python benchmarks/bench_engine.py [--batches 1 2 4 8 16] [--ticks 40]
+
+One tick = encode every live user frame, step the LM, decode every reply (80 ms of audio for each
+conversation). A batch size is sustained when the median tick fits in 80 ms and the 90th percentile in
+100 ms. Weights are random (speed does not depend on them) at the shapes of the tiny LM recipe
+(`configs/lm/tiny.yaml`) with the tiny and small codecs. moshi's own server serves one conversation per
+process (it holds a lock around its single LMGen), so its figure is 1 when a tick fits in 80 ms.
+Writes runs/bench/engine.json and runs/bench/engine.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from e2e_voice.codec.codec import build_codec
+from e2e_voice.codec.mimi import randomize_codebooks
+from e2e_voice.constants import FRAME_SIZE
+from e2e_voice.engine import FRAME_SECONDS, DuplexEngine
+from e2e_voice.lm.generate import Sampling
+from e2e_voice.lm.model import build_lm, lm_kwargs
+from e2e_voice.lm.streams import mode_delays
+from e2e_voice.lm.tokenizer import SPM_SPECIALS
+
+CODECS = {
+    "tiny": dict(
+        num_codebooks=4,
+        n_filters=16,
+        transformer_layers=1,
+        quantizer_levels=4,
+        codebook_size=256,
+        dimension=128,
+        transformer_ff=512,
+        quantizer_dimension=64,
+    ),
+    "small": dict(
+        num_codebooks=8, n_filters=32, transformer_layers=2, quantizer_levels=8, codebook_size=1024
+    ),
+}
+
+
+def build(codec_name: str, batch: int) -> DuplexEngine:
+    torch.manual_seed(0)
+    codec = build_codec(**CODECS[codec_name])  # type: ignore[arg-type]
+    randomize_codebooks(codec.model)
+    n_q = codec.num_codebooks
+    kwargs = lm_kwargs(
+        n_q=n_q,
+        delays=mode_delays("dialogue", n_q),
+        specials=SPM_SPECIALS,
+        card=codec.cardinality,
+        text_card=2000,
+        dim=256,
+        num_layers=4,
+        num_heads=4,
+        ff_hidden=672,
+        depformer_dim=128,
+        depformer_num_layers=2,
+        depformer_num_heads=4,
+        depformer_ff_hidden=336,
+        depformer_weights_per_step=True,
+        context=375,
+    )
+    lm = build_lm(kwargs, "cpu", torch.float32)
+    return DuplexEngine(codec, lm, max_conversations=batch, sampling=Sampling())
+
+
+def measure(codec_name: str, batch: int, ticks: int) -> dict[str, float]:
+    engine = build(codec_name, batch)
+    slots = [engine.open() for _ in range(batch)]
+    rng = np.random.default_rng(0)
+    times = []
+    for t in range(ticks + 3):
+        frames = {s.index: rng.normal(0, 0.1, FRAME_SIZE).astype(np.float32) for s in slots}
+        t0 = time.perf_counter()
+        engine.tick(frames)
+        if t >= 3:  # the first ticks warm up allocations
+            times.append(time.perf_counter() - t0)
+    p50, p90 = np.percentile(times, [50, 90])
+    return {
+        "batch": batch,
+        "tick_ms_p50": 1000 * p50,
+        "tick_ms_p90": 1000 * p90,
+        "sustained": bool(p50 <= FRAME_SECONDS and p90 <= 0.1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--codecs", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--ticks", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="runs/bench")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for codec_name in args.codecs:
+        for b in tqdm(args.batches, desc=f"engine ({codec_name} codec)"):
+            rows.append({"codec": codec_name, **measure(codec_name, b, args.ticks)})
+    best = {
+        c: max([r["batch"] for r in rows if r["codec"] == c and r["sustained"]], default=0)
+        for c in args.codecs
+    }
+    result = {
+        "threads": args.threads,
+        "rows": rows,
+        "max_sustained_conversations": best,
+        "moshi_server_conversations_per_process": 1,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine.json").write_text(json.dumps(result, indent=2))
+    lines = [
+        f"# Batched engine, tiny LM (random weights), {args.threads} CPU threads",
+        "",
+        "| codec | conversations | tick p50 (ms) | tick p90 (ms) | real time |",
+        "| --- | --- | --- | --- | --- |",
+        *[
+            f"| {r['codec']} | {r['batch']} | {r['tick_ms_p50']:.1f} | {r['tick_ms_p90']:.1f} |"
+            f" {'yes' if r['sustained'] else 'no'} |"
+            for r in rows
+        ],
+        "",
+        "Sustained in real time (p50 <= 80 ms, p90 <= 100 ms): "
+        + ", ".join(f"{c} codec: {n}" for c, n in best.items())
+        + ". moshi's server: 1 conversation per process.",
+    ]
+    (out / "engine.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
