@@ -87,6 +87,7 @@ def test_load_engine_from_a_train_lm_run(tmp_path: Path) -> None:
     assert (run / "tokenizer.model").is_file()
 
     engine = load_engine(run, max_conversations=1)
+    assert engine.text_piece is not None  # the run's tokenizer streams the inner monologue as text
     slot = engine.open()
     speech = espeak_speech("Hello, can you hear me?")
     frames = [speech[i : i + FRAME_SIZE] for i in range(0, len(speech) - FRAME_SIZE + 1, FRAME_SIZE)]
@@ -98,3 +99,16 @@ def test_load_engine_from_a_train_lm_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="train-lm"):
         load_engine(tmp_path / "nowhere")
     assert SAMPLE_RATE == 24_000
+
+
+def test_engine_streams_text_pieces_from_a_sentencepiece_tokenizer(tmp_path: Path) -> None:
+    from e2e_voice.lm.tokenizer import SentencePieceTokenizer, train_sentencepiece
+
+    path = train_sentencepiece(
+        ["hello there general kenobi", "the weather is nice today"] * 20,
+        tmp_path / "tok.model",
+        vocab_size=40,
+    )
+    tok = SentencePieceTokenizer(path)
+    ids = tok.encode_word("hello")
+    assert "".join(tok.id_to_piece(i) for i in ids) == " hello"

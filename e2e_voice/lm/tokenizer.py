@@ -45,6 +45,10 @@ class SentencePieceTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.sp.decode([int(i) for i in ids]))
 
+    def id_to_piece(self, i: int) -> str:
+        """The text of one token as it streams out, a leading space for a word start (``▁``)."""
+        return str(self.sp.id_to_piece(int(i))).replace("▁", " ")
+
 
 def train_sentencepiece(texts: Iterable[str], out_path: str | Path, vocab_size: int = 2000) -> Path:
     """Train a unigram sentencepiece model on ``texts``; write ``out_path`` (a ``.model`` file).
@@ -106,3 +110,7 @@ class HFWordTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tok.decode([int(i) for i in ids]))
+
+    def id_to_piece(self, i: int) -> str:
+        """The text of one token as it streams out (decoded alone, so byte-level marks become spaces)."""
+        return str(self.tok.decode([int(i)]))
