@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import sys
@@ -36,6 +35,7 @@ from e2e_voice.constants import CONFIG_DIR
 from e2e_voice.lm.builders import BuiltLM, build_from_config
 from e2e_voice.lm.loss import LMLoss, LossWeights, lm_loss
 from e2e_voice.lm.model import count_parameters, eager_on_cpu
+from train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from train.lm_data import StreamSampler, batches, load_streams, make_smoke_corpus, validation_batches
 
 log = logging.getLogger(__name__)
@@ -48,29 +48,6 @@ def warmup_cosine(step: int, *, warmup: int, total: int, min_ratio: float) -> fl
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def resolve_resume(resume: str | None) -> Path | None:
@@ -220,7 +197,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 f"number (got {accelerator.num_processes}) so that every data shard continues exactly"
             )
         sampler.load_state_dict(ckpt["sampler"][accelerator.process_index])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         step = int(ckpt["step"])
         log.info("resumed from %s at step %d", resume, step)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -273,7 +250,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "step": step,
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "sampler": [
                     {"epoch": int(e), "position": int(p), "seed": sampler.seed}
                     for e, p in sampler_states.tolist()
