@@ -11,7 +11,7 @@ import soundfile as sf
 from hydra import compose, initialize_config_dir
 
 from e2e_voice import cli
-from e2e_voice.audio.io import AudioError, save_audio
+from e2e_voice.audio.io import save_audio
 from e2e_voice.constants import CONFIG_DIR, FRAME_SIZE, SAMPLE_RATE
 from e2e_voice.converse import converse
 from e2e_voice.system import DuplexSystem, SystemOutput
@@ -91,11 +91,13 @@ def test_missing_stt_model_names_the_setting() -> None:
     assert "/nonexistent/whisper" in str(info.value)
 
 
-def test_cli_rejects_corrupt_input(tmp_path: Path) -> None:
+def test_cli_rejects_corrupt_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "user.wav"
     bad.write_bytes(b"RIFF0000WAVEjunk")
-    with pytest.raises(AudioError):
-        cli.main(["converse", "--input", str(bad), "--output", str(tmp_path / "out.wav")])
+    # A clear message and exit code 2, not a traceback; nothing is written.
+    assert cli.main(["converse", "--input", str(bad), "--output", str(tmp_path / "out.wav")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "out.wav").exists()
 
 
 @pytest.mark.slow
