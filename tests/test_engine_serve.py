@@ -112,3 +112,5 @@ def test_engine_streams_text_pieces_from_a_sentencepiece_tokenizer(tmp_path: Pat
     tok = SentencePieceTokenizer(path)
     ids = tok.encode_word("hello")
     assert "".join(tok.id_to_piece(i) for i in ids) == " hello"
+    # The LM's text vocabulary can be larger than the tokenizer's: such ids carry no text.
+    assert tok.id_to_piece(tok.vocab_size + 5) == ""

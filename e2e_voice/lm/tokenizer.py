@@ -46,7 +46,13 @@ class SentencePieceTokenizer:
         return str(self.sp.decode([int(i) for i in ids]))
 
     def id_to_piece(self, i: int) -> str:
-        """The text of one token as it streams out, a leading space for a word start (``▁``)."""
+        """The text of one token as it streams out, a leading space for a word start (``▁``).
+
+        The LM's text vocabulary (``lm.text_card``) may be larger than the tokenizer's; an id past the
+        tokenizer's range stands for no text, so it streams as "" instead of failing mid-conversation.
+        """
+        if not 0 <= int(i) < self.vocab_size:
+            return ""
         return str(self.sp.id_to_piece(int(i))).replace("▁", " ")
 
 
@@ -113,4 +119,6 @@ class HFWordTokenizer:
 
     def id_to_piece(self, i: int) -> str:
         """The text of one token as it streams out (decoded alone, so byte-level marks become spaces)."""
+        if not 0 <= int(i) < len(self.tok):
+            return ""  # past the tokenizer's vocabulary: no text (see SentencePieceTokenizer.id_to_piece)
         return str(self.tok.decode([int(i)]))
