@@ -13,6 +13,8 @@ from e2e_voice.codec.mimi import build_mimi
 from e2e_voice.constants import FRAME_SIZE
 from e2e_voice.engine import DuplexEngine
 from e2e_voice.lm.generate import GREEDY
+from e2e_voice.lm.streams import mode_delays
+from tests.lm_testing import tiny_lm
 
 N_Q = 4
 
@@ -20,26 +22,8 @@ N_Q = 4
 def _models(seed: int = 0) -> tuple[torch.nn.Module, LMModel]:
     torch.manual_seed(seed)
     codec = build_mimi(num_codebooks=N_Q, n_filters=16, transformer_layers=1, quantizer_levels=N_Q)
-    lm = LMModel(
-        delays=[0] + [0, 1, 1, 1] * 2,
-        n_q=2 * N_Q,
-        dep_q=N_Q,
-        card=2048,
-        text_card=64,
-        dim=64,
-        num_heads=4,
-        num_layers=2,
-        hidden_scale=2,
-        depformer_dim=32,
-        depformer_num_layers=1,
-        depformer_num_heads=2,
-        depformer_dim_feedforward=64,
-        depformer_weights_per_step=True,
-        gating="silu",
-        context=50,
-        positional_embedding="rope",
-        existing_text_padding_id=3,
-    ).eval()
+    # The project's own LM builder at toy size (tests/lm_testing.py), as the LM tests use.
+    lm = tiny_lm(seed, n_q=N_Q, card=2048, text_card=64, delays=mode_delays("dialogue", N_Q)).eval()
     return codec, lm
 
 
