@@ -23,6 +23,7 @@ from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
 from e2e_voice.demo import opus_roundtrip
 from e2e_voice.safety.watermark import PerthWatermarker, StreamingWatermarker
 from e2e_voice.stt.whisper import WhisperSTT, word_error_rate
+from eval.codec import pesq_wb, si_sdr
 
 SENTENCES = [
     "The weather is nice today, so we should go for a walk in the park.",
@@ -82,12 +83,6 @@ ATTACKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def si_sdr(ref: np.ndarray, est: np.ndarray) -> float:
-    ref, est = ref - ref.mean(), est - est.mean()
-    target = np.dot(est, ref) / np.dot(ref, ref) * ref
-    return float(10 * np.log10(np.sum(target**2) / np.sum((est - target) ** 2)))
-
-
 def speech_clips(n: int) -> list[tuple[str, np.ndarray]]:
     from e2e_voice.tts import espeak
     from e2e_voice.tts.kokoro import KokoroTTS
@@ -137,19 +132,8 @@ def main() -> None:
         "wer_original": word_error_rate(texts, hyp_clean),
         "wer_watermarked": word_error_rate(texts, hyp_marked),
     }
-    try:
-        from pesq import pesq
-
-        quality["pesq_wb_mean"] = float(
-            np.mean(
-                [
-                    pesq(16_000, resample(x, SAMPLE_RATE, 16_000), resample(m, SAMPLE_RATE, 16_000), "wb")
-                    for (_, x), m in zip(clips, marked)
-                ]
-            )
-        )
-    except ImportError:
-        quality["pesq_wb_mean"] = None  # the pesq package is not installed
+    pesqs = [v for (_, x), m in zip(clips, marked) if (v := pesq_wb(x, m)) is not None]
+    quality["pesq_wb_mean"] = float(np.mean(pesqs)) if pesqs else None
 
     # Streaming cost: what the server pays per 80 ms frame.
     stream = StreamingWatermarker(wm)
