@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from e2e_voice.stt.whisper import word_error_rate
+
 FDB_TURN_SECONDS = 1.0
 """Full-Duplex-Bench: a response of at least this much speech takes the turn."""
 FDB_TURN_WORDS = 3
@@ -199,15 +201,7 @@ def whisper_normalize(text: str) -> str:
 
 def wer(references: list[str], hypotheses: list[str]) -> float:
     """Corpus WER after Whisper normalisation; empty references are skipped (error if all are)."""
-    import jiwer
-
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    pairs = [(whisper_normalize(r), whisper_normalize(h)) for r, h in zip(references, hypotheses)]
-    pairs = [(r, h) for r, h in pairs if r.strip()]
-    if not pairs:
-        raise ValueError("every reference is empty after normalisation; WER is undefined")
-    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+    return word_error_rate(references, hypotheses, normalize=whisper_normalize)
 
 
 def p50_p90(values: list[float]) -> tuple[float | None, float | None]:

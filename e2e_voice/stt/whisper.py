@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,19 +44,31 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def word_error_rate(references: list[str] | str, hypotheses: list[str] | str) -> float:
-    """Corpus WER after :func:`normalize_text` (errors over reference words, via jiwer)."""
+def word_error_rate(
+    references: list[str] | str,
+    hypotheses: list[str] | str,
+    normalize: Callable[[str], str] | None = None,
+) -> float:
+    """Corpus WER after normalisation (errors over reference words, via jiwer).
+
+    Args:
+        references: what was meant to be said.
+        hypotheses: what the recogniser heard.
+        normalize: text normaliser, default :func:`normalize_text`; the evaluation passes Whisper's.
+
+    Pairs whose reference normalises to nothing are skipped; if all do, WER is undefined (ValueError).
+    """
     import jiwer
 
+    norm = normalize or normalize_text
     refs = [references] if isinstance(references, str) else list(references)
     hyps = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    refs_n = [normalize_text(r) for r in refs]
-    hyps_n = [normalize_text(h) for h in hyps]
-    if not any(refs_n):
+    pairs = [(norm(r), norm(h)) for r, h in zip(refs, hyps)]
+    pairs = [(r, h) for r, h in pairs if r.strip()]
+    if not pairs:
         raise ValueError("all references are empty after normalisation; WER is undefined")
-    pairs = [(r, h) for r, h in zip(refs_n, hyps_n) if r]
     return float(jiwer.wer([r for r, _ in pairs], [h or "" for _, h in pairs]))
 
 
