@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train the joint speech-text model (Hydra overrides, e.g. +experiment=lm_tiny_cpu)",
     ),
     "train-codec": ("train.codec", "train a Mimi codec (Hydra; +experiment=codec_cpu|codec_gpu|codec_debug)"),
+    "export": (
+        "train.export",
+        "shrink a training run into a shippable checkpoint (codec file / LM directory)",
+    ),
     "synth-data": ("e2e_voice.data.synth_cli", "generate the synthetic two-channel dialogue corpus"),
     "converse": ("e2e_voice.converse", "play a user recording through a system (default: the cascade)"),
     "bench": ("eval.bench", "run systems through the same conversations: latency, turn-taking, WER, prosody"),

@@ -284,7 +284,8 @@ def load_engine(
     device: str = "cpu",
     allow_untrained_codec: bool = False,
 ) -> DuplexEngine:
-    """Build an engine from a ``train-lm`` run (its ``checkpoint.pt``, or the run directory).
+    """Build an engine from a ``train-lm`` run (its ``checkpoint.pt``, or the run directory) or from
+    an exported model directory (:mod:`e2e_voice.lm.export`, e.g. the committed ``checkpoints/lm_tiny``).
 
     The LM's architecture, tokenizer and codec come from the run; ``codec_checkpoint`` overrides the
     codec the run was trained with.
@@ -298,7 +299,20 @@ def load_engine(
 
     from e2e_voice.codec.codec import load_codec
     from e2e_voice.lm.builders import build_from_config
+    from e2e_voice.lm.export import is_export, load_export
 
+    if is_export(lm_checkpoint):  # an exported model (e.g. the committed checkpoints/lm_tiny)
+        loaded = load_export(lm_checkpoint, device=device)
+        codec_path = codec_checkpoint or loaded.codec_checkpoint
+        if codec_path is None:
+            raise ValueError(f"{lm_checkpoint} names no codec checkpoint; pass codec_checkpoint=...")
+        return DuplexEngine(
+            load_codec(codec_path, num_codebooks=loaded.built.n_q, device=device),
+            loaded.built.model,
+            text_piece=getattr(loaded.built.tokenizer, "id_to_piece", None),
+            max_conversations=max_conversations,
+            sampling=sampling,
+        )
     path = Path(lm_checkpoint)
     if path.is_dir():
         path = path / "checkpoint.pt"

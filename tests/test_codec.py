@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from moshi.models.loaders import get_mimi
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from e2e_voice.codec import MimiCodec, build_codec, load_codec, mimi_config, randomize_codebooks, save_codec
@@ -136,6 +137,26 @@ def test_checkpoint_round_trip(tmp_path: Path, speech: torch.Tensor) -> None:
     assert torch.equal(loaded.decode(codec.encode(x)), codec.decode(codec.encode(x)))
     with pytest.raises(ValueError, match="different architecture"):
         build_codec(num_codebooks=3, checkpoint=path, n_filters=32)
+
+
+@torch.no_grad()
+def test_half_precision_export(tmp_path: Path, speech: torch.Tensor) -> None:
+    """fp16 weights halve the file; codebook buffers stay fp32, and the decode stays close."""
+    codec = _codec({**TINY, "num_codebooks": 3})
+    full = save_codec(codec, tmp_path / "fp32.safetensors")
+    half = save_codec(codec, tmp_path / "fp16.safetensors", dtype=torch.float16)
+    assert half.stat().st_size < 0.75 * full.stat().st_size
+    with safe_open(str(half), framework="pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    assert any(d == "F16" for d in dtypes.values())
+    assert all(d == "F32" for k, d in dtypes.items() if "embedding_sum" in k or "cluster_usage" in k)
+    loaded = load_codec(half)
+    assert next(loaded.model.parameters()).dtype == torch.float32  # cast back on load
+    x = speech[..., : 4 * codec.frame_size]
+    codes = codec.encode(x)
+    ref, out = codec.decode(codes), loaded.decode(codes)
+    snr = 10 * torch.log10(ref.pow(2).sum() / (ref - out).pow(2).sum())
+    assert snr > 30, snr
 
 
 def test_checkpoint_wrong_architecture(tmp_path: Path) -> None:

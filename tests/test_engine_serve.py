@@ -100,6 +100,38 @@ def test_load_engine_from_a_train_lm_run(tmp_path: Path) -> None:
         load_engine(tmp_path / "nowhere")
     assert SAMPLE_RATE == 24_000
 
+    # The shippable export: same weights (fp32 export), codec found relative to the export, fp16 smaller.
+    for dtype in ("float32", "float16"):
+        out = tmp_path / f"export-{dtype}"
+        cmd = [sys.executable, "-m", "e2e_voice.cli", "export", "lm", str(run), str(out), "--dtype", dtype]
+        proc = subprocess.run([*cmd, "--codec", str(codec_file)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        exported = load_engine(out, max_conversations=1)
+        ref, got = engine.lm.state_dict(), exported.lm.state_dict()
+        assert ref.keys() == got.keys()
+        for k in ref:
+            tol = 0 if dtype == "float32" else 1e-3 * (1 + ref[k].abs().max().item())
+            assert (ref[k].float() - got[k].float()).abs().max().item() <= tol, k
+        assert exported.text_piece is not None
+        exported.shutdown()
+    fp32 = (tmp_path / "export-float32" / "model.safetensors").stat().st_size
+    assert (tmp_path / "export-float16" / "model.safetensors").stat().st_size < 0.6 * fp32
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "e2e_voice.cli",
+            "export",
+            "lm",
+            str(tmp_path / "nowhere"),
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "train-lm" in bad.stderr
+
 
 def test_engine_streams_text_pieces_from_a_sentencepiece_tokenizer(tmp_path: Path) -> None:
     from e2e_voice.lm.tokenizer import SentencePieceTokenizer, train_sentencepiece

@@ -113,3 +113,38 @@ def test_bad_inputs_say_what_to_do():
         apply_delays(torch.zeros(1, 3, 4, dtype=torch.long), [0, 1], fill=-1)
     with pytest.raises(ValueError, match="mono audio"):
         encode_audio(None, np.zeros((2, 100), np.float32), 4)  # type: ignore[arg-type]
+
+
+def test_streams_from_manifest_encodes_the_fixture_corpus(tmp_path):
+    """The corpus adapter: validation first, one [1 + 2 n_q, T] stream per conversation, words placed."""
+    from e2e_voice.data.manifest import read_manifest
+    from e2e_voice.lm.streams import frames_for_seconds
+    from e2e_voice.lm.tokenizer import SentencePieceTokenizer
+    from train.lm_data import load_streams, streams_from_manifest
+
+    manifest = "tests/fixtures/dialogues/manifest.jsonl"
+    entries = read_manifest(manifest).entries
+    codec = build_mimi(
+        num_codebooks=2,
+        n_filters=8,
+        transformer_layers=1,
+        dimension=64,
+        transformer_ff=128,
+        quantizer_dimension=32,
+        quantizer_levels=2,
+        codebook_size=64,
+    )
+    path = streams_from_manifest(tmp_path / "streams.pt", codec, 2, [manifest], [manifest], vocab_size=300)
+    streams, meta = load_streams(path)
+    assert meta["n_valid"] == len(entries) and len(streams) == 2 * len(entries)
+    assert abs(meta["hours"] * 3600 - 2 * sum(e.duration for e in entries)) < 1
+    tok = SentencePieceTokenizer(meta["tokenizer"])
+    for s, e in zip(streams, entries, strict=False):
+        assert s.shape[0] == 1 + 2 * 2
+        assert abs(s.shape[1] - frames_for_seconds(e.duration)) <= 1
+        assert s[1:].min() >= 0 and s[1:].max() < 64  # both speakers' codes from the codec
+        got = recover_words(s[0], tok)
+        want = e.words_of("assistant")
+        assert [w for w, _ in got] == [w.word for w in want][: len(got)] and len(got) >= len(want) - 1
+        # each word sits at (or, when crowded, just after) its start frame
+        assert all(f >= seconds_to_frame(w.start) for (_, f), w in zip(got, want, strict=False))

@@ -36,7 +36,14 @@ from e2e_voice.lm.builders import BuiltLM, build_from_config
 from e2e_voice.lm.loss import LMLoss, LossWeights, lm_loss
 from e2e_voice.lm.model import count_parameters, eager_on_cpu
 from train.checkpoint import rng_state, save_checkpoint, set_rng_state
-from train.lm_data import StreamSampler, batches, load_streams, make_smoke_corpus, validation_batches
+from train.lm_data import (
+    StreamSampler,
+    batches,
+    load_streams,
+    make_smoke_corpus,
+    streams_from_manifest,
+    validation_batches,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -74,6 +81,19 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Tensor], dict[str, Any]]:
     """Load the streams file, synthesising the smoke corpus first when it does not exist."""
     path = Path(cfg.lm_data.streams)
+    manifests = cfg.lm_data.get("manifests")
+    if not path.is_file() and manifests:
+        from hydra.utils import instantiate
+
+        log.info("no streams at %s: encoding the corpus %s", path, list(manifests.train))
+        streams_from_manifest(
+            path,
+            instantiate(cfg.codec, _convert_="all"),
+            int(lm_cfg["n_q"]),
+            list(manifests.train),
+            list(manifests.get("valid") or []),
+            vocab_size=int(lm_cfg.get("text_card", 2000)),
+        )
     if not path.is_file():
         if not cfg.lm_data.smoke_conversations:
             raise FileNotFoundError(
@@ -151,7 +171,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             shutil.copyfile(tokenizer_path, run_tokenizer)
     model = built.model
     model.train()
-    n_val = max(1, int(len(streams) * float(cfg.lm_data.val_fraction))) if len(streams) > 1 else 0
+    if meta.get("n_valid"):  # a corpus streams file puts its validation conversations first
+        n_val = int(meta["n_valid"])
+    else:
+        n_val = max(1, int(len(streams) * float(cfg.lm_data.val_fraction))) if len(streams) > 1 else 0
     train_streams, val_streams = streams[n_val:], streams[:n_val]
     seq_len = int(cfg.lm_data.seq_len)
     val = validation_batches(val_streams or train_streams[:1], int(tcfg.batch_size), seq_len)

@@ -2,10 +2,10 @@
 
 A *streams file* (``streams.pt``) holds a list of aligned ``[K, T]`` int16 tensors (one per
 conversation, built by :func:`e2e_voice.lm.streams.build_streams`) and the metadata needed to check
-it against the model (``n_q``, tokenizer path). The corpus engineers' manifest adapter will write the
-same file; until then :func:`make_smoke_corpus` synthesises a few two-channel conversations with
-espeak-ng (user) and espeak-ng or Piper (assistant), timing the assistant's words by synthesising
-them one at a time.
+it against the model (``n_q``, tokenizer path, ``n_valid``). :func:`streams_from_manifest` builds it
+from the dialogue corpus (``e2e-voice synth-data`` manifests); :func:`make_smoke_corpus` synthesises a
+few two-channel conversations with espeak-ng (user) and espeak-ng or Piper (assistant), timing the
+assistant's words by synthesising them one at a time, for smoke runs without a corpus.
 """
 
 from __future__ import annotations
@@ -257,3 +257,60 @@ def make_smoke_corpus(
             (out / f"conv{i:03d}.json").write_text(json.dumps({"question": q, "answer": a, "words": words}))
     meta = {"n_q": n_q, "tokenizer": str(tok_path) if tok_path.is_file() else None, "words_dropped": dropped}
     return save_streams(out / "streams.pt", streams, meta)
+
+
+def streams_from_manifest(
+    out_path: str | Path,
+    codec: Codec,
+    n_q: int,
+    train_manifests: Sequence[str | Path],
+    valid_manifests: Sequence[str | Path] = (),
+    *,
+    vocab_size: int = 2000,
+    tokenizer: TextTokenizer | None = None,
+) -> Path:
+    """Encode a dialogue corpus into a streams file (validation conversations first).
+
+    Channel 0 of each conversation is the assistant (the stream the model learns to speak, with its
+    aligned words as the inner monologue), channel 1 the user. Without ``tokenizer``, a sentencepiece
+    model is trained on the training conversations' text (both speakers) next to ``out_path``.
+
+    Returns:
+        The streams file; its metadata holds ``n_valid``, the number of leading validation streams.
+    """
+    from e2e_voice.audio.io import load_audio
+    from e2e_voice.data.manifest import read_manifest
+
+    def entries(paths: Sequence[str | Path]) -> list[Any]:
+        return [e for p in paths for e in read_manifest(p).entries]
+
+    train, valid = entries(train_manifests), entries(valid_manifests)
+    if not train:
+        raise ValueError(
+            f"no conversations in {list(train_manifests)}: generate them with `e2e-voice synth-data`"
+        )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok_path = out.parent / "tokenizer.model"
+    if tokenizer is None:
+        texts = [t.text for e in train for t in e.turns if t.text.strip()]
+        train_sentencepiece(texts, tok_path, vocab_size=vocab_size)
+        tokenizer = SentencePieceTokenizer(tok_path)
+    streams, dropped, seconds = [], 0, 0.0
+    for entry in tqdm(valid + train, desc="encode corpus", unit="conv"):
+        audio = load_audio(entry.audio, mono=False)
+        words = [Word(w.word, w.start, w.end) for w in entry.words_of("assistant")]
+        conv = Conversation(assistant_audio=audio[0], user_audio=audio[1], assistant_words=words)
+        built = build_streams(conv, codec, tokenizer, n_q)
+        dropped += built.text.words_dropped
+        seconds += entry.duration
+        streams.append(built.codes)
+    meta = {
+        "n_q": n_q,
+        "tokenizer": str(tok_path) if tok_path.is_file() else None,
+        "words_dropped": dropped,
+        "n_valid": len(valid),
+        "hours": round(seconds / 3600, 3),
+        "manifests": [str(p) for p in [*valid_manifests, *train_manifests]],
+    }
+    return save_streams(out, streams, meta)

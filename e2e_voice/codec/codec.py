@@ -35,6 +35,7 @@ from torch import nn
 
 from e2e_voice.audio.io import resample
 from e2e_voice.codec.mimi import ARCH_KEYS, build_mimi
+from e2e_voice.constants import REPO_ROOT
 
 CHANNEL_MODES = ("mix", "fold")
 ARCH_METADATA_KEY = "e2e_voice.codec_arch"
@@ -293,6 +294,8 @@ def _resolve_checkpoint(checkpoint: str | Path) -> Path:
     if str(checkpoint) in MODELS:
         return resolve_file(str(checkpoint))
     path = Path(checkpoint).expanduser()
+    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
+        path = REPO_ROOT / path  # a committed checkpoint (checkpoints/...) named from another directory
     if not path.is_file():
         raise FileNotFoundError(
             f"codec checkpoint {path} not found; pass a safetensors file (ours or Kyutai's"
@@ -374,16 +377,31 @@ def load_codec(checkpoint: str | Path, num_codebooks: int | None = None, **kwarg
     return build_codec(num_codebooks=n, checkpoint=path, **arch, **kwargs)
 
 
-def save_codec(codec: MimiCodec, path: str | Path) -> Path:
-    """Write the model in Kyutai's format (safetensors of the state dict) plus our metadata, atomically."""
+def save_codec(codec: MimiCodec, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write the model in Kyutai's format (safetensors of the state dict) plus our metadata, atomically.
+
+    Args:
+        codec: the codec to save.
+        path: the ``.safetensors`` file.
+        dtype: store the learned weights in this dtype (e.g. ``torch.float16`` halves a committed
+            checkpoint); buffers such as the RVQ codebooks' running sums stay float32, because
+            rounding them moves centroids and changes codes. Loading casts back to the model's dtype.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in codec.model.state_dict().items()}
+    params = {name for name, _ in codec.model.named_parameters()}
+    state = {}
+    for k, v in codec.model.state_dict().items():
+        v = v.detach().contiguous().cpu()
+        if dtype is not None and k in params and v.is_floating_point():
+            v = v.to(dtype)
+        state[k] = v
     meta = {
         ARCH_METADATA_KEY: json.dumps(
             {k: list(v) if isinstance(v, tuple) else v for k, v in codec.arch.items()}
         ),
         "e2e_voice.num_codebooks": str(codec.num_codebooks),
+        "e2e_voice.weights_dtype": str(dtype or torch.float32).removeprefix("torch."),
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
