@@ -1,12 +1,16 @@
 """How many conversations the batched engine sustains in real time.
 
     .venv/bin/python benchmarks/bench_engine.py [--batches 1 2 4 8 16] [--ticks 40]
+    .venv/bin/python benchmarks/bench_engine.py --codecs committed   # the committed trained pair
+
 
 One tick = encode every live user frame, step the LM, decode every reply (80 ms of audio for each
 conversation). A batch size is sustained when the median tick fits in 80 ms and the 90th percentile in
 100 ms. Weights are random (speed does not depend on them) at the shapes of the tiny LM recipe
-(`configs/lm/tiny.yaml`) with the tiny and small codecs. moshi's own server serves one conversation per
-process (it holds a lock around its single LMGen), so its figure is 1 when a tick fits in 80 ms.
+(`configs/lm/tiny.yaml`) with the tiny and small codecs; ``committed`` runs the trained, committed
+pair instead (checkpoints/lm_tiny with checkpoints/codec_cpu), fed with real speech. moshi's own
+server serves one conversation per process (it holds a lock around its single LMGen), so its figure
+is 1 when a tick fits in 80 ms.
 Writes runs/bench/engine.json and runs/bench/engine.md.
 """
 
@@ -47,8 +51,15 @@ CODECS = {
 }
 
 
+COMMITTED_LM = "checkpoints/lm_tiny"
+
+
 def build(codec_name: str, batch: int) -> DuplexEngine:
     torch.manual_seed(0)
+    if codec_name == "committed":
+        from e2e_voice.engine import load_engine
+
+        return load_engine(COMMITTED_LM, max_conversations=batch)
     codec = build_codec(**CODECS[codec_name])  # type: ignore[arg-type]
     randomize_codebooks(codec.model)
     n_q = codec.num_codebooks
@@ -77,9 +88,14 @@ def measure(codec_name: str, batch: int, ticks: int) -> dict[str, float]:
     engine = build(codec_name, batch)
     slots = [engine.open() for _ in range(batch)]
     rng = np.random.default_rng(0)
+    speech = _speech() if codec_name == "committed" else None
     times = []
     for t in range(ticks + 3):
-        frames = {s.index: rng.normal(0, 0.1, FRAME_SIZE).astype(np.float32) for s in slots}
+        if speech is not None:  # a trained model: real speech, each conversation at another offset
+            n = len(speech) // FRAME_SIZE
+            frames = {s.index: speech[((t + 7 * s.index) % n) * FRAME_SIZE :][:FRAME_SIZE] for s in slots}
+        else:
+            frames = {s.index: rng.normal(0, 0.1, FRAME_SIZE).astype(np.float32) for s in slots}
         t0 = time.perf_counter()
         engine.tick(frames)
         if t >= 3:  # the first ticks warm up allocations
@@ -91,6 +107,13 @@ def measure(codec_name: str, batch: int, ticks: int) -> dict[str, float]:
         "tick_ms_p90": 1000 * p90,
         "sustained": bool(p50 <= FRAME_SECONDS and p90 <= 0.1),
     }
+
+
+def _speech() -> np.ndarray:
+    from e2e_voice.audio.io import load_audio
+
+    manifest = Path("tests/fixtures/dialogues/audio")
+    return np.concatenate([load_audio(p)[0] for p in sorted(manifest.glob("*.flac"))]).astype(np.float32)
 
 
 def main() -> None:
@@ -118,9 +141,11 @@ def main() -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(result, indent=2))
+    name = "engine_committed" if args.codecs == ["committed"] else "engine"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     lines = [
-        f"# Batched engine, tiny LM (random weights), {args.threads} CPU threads",
+        f"# Batched engine, tiny LM ({'trained' if name == 'engine_committed' else 'random weights'}),"
+        f" {args.threads} CPU threads",
         "",
         "| codec | conversations | tick p50 (ms) | tick p90 (ms) | real time |",
         "| --- | --- | --- | --- | --- |",
@@ -134,7 +159,7 @@ def main() -> None:
         + ", ".join(f"{c} codec: {n}" for c, n in best.items())
         + ". moshi's server: 1 conversation per process.",
     ]
-    (out / "engine.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
