@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -222,6 +223,61 @@ def test_cache_reuses_clips(tmp_path: Path) -> None:
     generate(replace(settings, out_dir=tmp_path / "b"))
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache" / "tts").glob("*.npz"))] == stamps
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+class FakeAligner:
+    """Stands in for Whisper: words spread evenly over each clip; records the size of every call."""
+
+    calls: ClassVar[list[int]] = []
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def align_many(
+        self, clips: list[tuple[np.ndarray, str]], sample_rate: int = SR
+    ) -> list[list[tuple[str, float, float]]]:
+        FakeAligner.calls.append(len(clips))
+        out = []
+        for audio, text in clips:
+            words, d = split_words(text), len(audio) / sample_rate
+            out.append([(w, d * i / len(words), d * (i + 1) / len(words)) for i, w in enumerate(words)])
+        return out
+
+
+def test_whisper_path_aligns_a_conversation_in_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from e2e_voice.data import synth
+
+    monkeypatch.setattr(synth, "WhisperAligner", FakeAligner)
+    monkeypatch.setattr(FakeAligner, "calls", [])
+    settings = fast_settings(
+        tmp_path / "a",
+        num_conversations=2,
+        alignment="whisper",
+        use_cache=True,
+        cache_root=tmp_path / "cache",
+    )
+    generate(settings)
+    assert len(FakeAligner.calls) == 2 and min(FakeAligner.calls) >= 3  # every clip of a conversation at once
+    before = [
+        e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "a" / f"{s}.jsonl").entries
+    ]
+    for e in before:
+        check_alignment(e)
+    # the offset correction is applied to cached raw times: no new alignment, words move by the offset
+    shifted = replace(
+        settings, out_dir=tmp_path / "b", align_offsets={"espeak": (0.05, 0.05), "flite": (0.05, 0.05)}
+    )
+    generate(shifted)
+    assert len(FakeAligner.calls) == 2
+    after = [
+        e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "b" / f"{s}.jsonl").entries
+    ]
+    moved = [b.start - a.start for x, y in zip(before, after) for a, b in zip(x.words, y.words)]
+    assert np.median(moved) == pytest.approx(0.05, abs=0.002)
+    for e in after:
+        check_alignment(e)
 
 
 @pytest.mark.parametrize(
