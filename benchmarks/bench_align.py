@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def main() -> None:
     aligner = WhisperAligner(threads=os.cpu_count() or 1)
     fit_texts = list(content.TEMPLATE_SENTENCES[: args.sentences])
     test_texts = list(content.PROMPTS[: args.sentences])
-    rows = []
+    rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for spec in VOICES:
         sets = {}

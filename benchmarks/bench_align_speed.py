@@ -1,10 +1,11 @@
 """Speed of word alignment: one Whisper transcription per clip (the generator's method before batching)
 against forced alignment with the clips of a conversation packed into shared windows (now).
 
-Uses clips already in the synth-data clip cache (real Kokoro answers and user turns, with their text),
+Uses clips already in the synth-data clip cache (real Kokoro answers and user turns, with their text;
+with an empty cache it synthesizes user prompts with espeak-ng and template answers with Kokoro),
 groups them ``--per-conversation`` at a time like a conversation, and times both methods in the same
 process, alternating, so a shared machine loads both alike. Prints CPU and wall seconds, the ratio, and
-how far the two methods' word times are apart.
+how far the two methods' word times are apart; writes ``runs/bench/align_speed.{json,md}``.
 
     python benchmarks/bench_align_speed.py [--clips 18] [--per-conversation 6] [--cache DIR]
 """
@@ -21,7 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from e2e_voice.assets.registry import cache_dir
-from e2e_voice.data.align import WhisperAligner
+from e2e_voice.constants import REPO_ROOT
+from e2e_voice.data import content
+from e2e_voice.data.align import WhisperAligner, trim
+from e2e_voice.tts.engines import VoiceSpec, synthesize
 
 
 def main() -> None:
@@ -37,8 +41,15 @@ def main() -> None:
         with np.load(path) as z:
             words = json.loads(str(z["words"]))
             clips.append((z["audio"].astype(np.float32) / 32767, " ".join(w for w, _, _ in words)))
-    if not clips:
-        raise SystemExit(f"no cached clips in {args.cache}: run e2e-voice synth-data first")
+    if not clips:  # nothing cached yet: a user prompt (espeak-ng) and a template answer (Kokoro) in turn
+        for k in range(args.clips):
+            spec, bank = (
+                (VoiceSpec("espeak", "en-us+f2"), content.PROMPTS)
+                if k % 2 == 0
+                else (VoiceSpec("kokoro", "jm_kumo"), content.TEMPLATE_SENTENCES)
+            )
+            text = bank[k // 2 % len(bank)]
+            clips.append((trim(synthesize(spec, text))[0], text))
     aligner = WhisperAligner(threads=os.cpu_count() or 1)
     aligner.align(*clips[0])  # warm up
     n = args.per_conversation
@@ -73,6 +84,12 @@ def main() -> None:
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(row))
+    out = REPO_ROOT / "runs" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "align_speed.json").write_text(json.dumps(row, indent=2))
+    lines = ["# Word alignment speed: per-clip transcription vs batched forced alignment", ""]
+    lines += ["| measure | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in row.items())]
+    (out / "align_speed.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
