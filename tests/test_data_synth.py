@@ -288,6 +288,8 @@ def test_whisper_path_aligns_a_conversation_in_one_call(
         pytest.param("users.espeak.voices=[]", "'voices' is empty", id="voices"),
         pytest.param("scenarios.timing.max_stop_s=0.1", "stated bound would not hold", id="max-stop"),
         pytest.param("+scenarios.weights.nap=1", "unknown scenario", id="scenario"),
+        pytest.param("alignment.offsets_s.kokoro=[0.1]", "expected \\[start_s, end_s\\]", id="offset-pair"),
+        pytest.param("+alignment.offsets_s.nemo=[0.1,0.1]", "offsets for unknown engine", id="offset-engine"),
     ],
 )
 def test_bad_config_value(tmp_path: Path, override: str, message: str) -> None:
