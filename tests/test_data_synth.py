@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -224,6 +225,61 @@ def test_cache_reuses_clips(tmp_path: Path) -> None:
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
 
 
+class FakeAligner:
+    """Stands in for Whisper: words spread evenly over each clip; records the size of every call."""
+
+    calls: ClassVar[list[int]] = []
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def align_many(
+        self, clips: list[tuple[np.ndarray, str]], sample_rate: int = SR
+    ) -> list[list[tuple[str, float, float]]]:
+        FakeAligner.calls.append(len(clips))
+        out = []
+        for audio, text in clips:
+            words, d = split_words(text), len(audio) / sample_rate
+            out.append([(w, d * i / len(words), d * (i + 1) / len(words)) for i, w in enumerate(words)])
+        return out
+
+
+def test_whisper_path_aligns_a_conversation_in_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from e2e_voice.data import synth
+
+    monkeypatch.setattr(synth, "WhisperAligner", FakeAligner)
+    monkeypatch.setattr(FakeAligner, "calls", [])
+    settings = fast_settings(
+        tmp_path / "a",
+        num_conversations=2,
+        alignment="whisper",
+        use_cache=True,
+        cache_root=tmp_path / "cache",
+    )
+    generate(settings)
+    assert len(FakeAligner.calls) == 2 and min(FakeAligner.calls) >= 3  # every clip of a conversation at once
+    before = [
+        e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "a" / f"{s}.jsonl").entries
+    ]
+    for e in before:
+        check_alignment(e)
+    # the offset correction is applied to cached raw times: no new alignment, words move by the offset
+    shifted = replace(
+        settings, out_dir=tmp_path / "b", align_offsets={"espeak": (0.05, 0.05), "flite": (0.05, 0.05)}
+    )
+    generate(shifted)
+    assert len(FakeAligner.calls) == 2
+    after = [
+        e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "b" / f"{s}.jsonl").entries
+    ]
+    moved = [b.start - a.start for x, y in zip(before, after) for a, b in zip(x.words, y.words)]
+    assert np.median(moved) == pytest.approx(0.05, abs=0.002)
+    for e in after:
+        check_alignment(e)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -232,6 +288,8 @@ def test_cache_reuses_clips(tmp_path: Path) -> None:
         pytest.param("users.espeak.voices=[]", "'voices' is empty", id="voices"),
         pytest.param("scenarios.timing.max_stop_s=0.1", "stated bound would not hold", id="max-stop"),
         pytest.param("+scenarios.weights.nap=1", "unknown scenario", id="scenario"),
+        pytest.param("alignment.offsets_s.kokoro=[0.1]", "expected \\[start_s, end_s\\]", id="offset-pair"),
+        pytest.param("+alignment.offsets_s.nemo=[0.1,0.1]", "offsets for unknown engine", id="offset-engine"),
     ],
 )
 def test_bad_config_value(tmp_path: Path, override: str, message: str) -> None:

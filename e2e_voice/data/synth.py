@@ -28,7 +28,7 @@ from tqdm import tqdm
 from e2e_voice.assets.registry import cache_dir
 from e2e_voice.constants import SAMPLE_RATE
 from e2e_voice.data import content
-from e2e_voice.data.align import Timed, WhisperAligner, split_words, synthesize_concat, trim
+from e2e_voice.data.align import Timed, WhisperAligner, apply_offset, split_words, synthesize_concat, trim
 from e2e_voice.data.manifest import ASSISTANT, USER, DialogueEntry, Event, write_manifest
 from e2e_voice.data.scenarios import SCENARIOS, Exchange, TimingSettings, add_noise, layout, scenario_tags
 from e2e_voice.tts import engines
@@ -79,6 +79,7 @@ class SynthSettings:
     alignment: str = "whisper"
     aligner_model: str = "whisper-base"
     aligner_path: str | None = None
+    align_offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
     scenario_weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SCENARIOS, 1.0))
     noise_prob: float = 0.3
     snr_db: tuple[float, float] = (5.0, 25.0)
@@ -117,6 +118,12 @@ class SynthSettings:
                 )
         if self.assistant.engine not in engines.ENGINES:
             raise ValueError(f"unknown assistant TTS engine '{self.assistant.engine}'")
+        unknown = set(self.align_offsets) - set(engines.ENGINES)
+        if unknown:
+            raise ValueError(
+                f"alignment offsets for unknown engine(s) {sorted(unknown)}; "
+                f"known: {', '.join(engines.ENGINES)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -238,55 +245,133 @@ class LLMAnswers:
         return tuple(answers)
 
 
+ALIGN_TAG = "whisper-dtw-batched"
+"""Names the alignment method in the clip cache key (clips timed by an older method are not reused)."""
+
+Clip = tuple[np.ndarray, list[Timed]]
+
+
 class Speaker:
-    """TTS + word alignment with an on-disk clip cache; times each part."""
+    """TTS + word alignment with an on-disk clip cache; times each part.
+
+    With Whisper alignment, :meth:`prepare` synthesizes every clip of a conversation first and aligns
+    them in as few Whisper windows as fit (:meth:`WhisperAligner.align_many`); :meth:`say` then serves
+    them. The cache holds the aligner's raw times; the per-engine offset correction
+    (``SynthSettings.align_offsets``) is applied when a clip is served, so changing it needs no new TTS.
+    """
 
     def __init__(self, settings: SynthSettings) -> None:
         self.settings = settings
         self.root = _cache_root(settings) / "tts"
         self._aligner: WhisperAligner | None = None
+        self._ready: dict[str, Clip] = {}  # this conversation's clips (raw times), by cache path
+        self._speech: dict[str, np.ndarray] = {}  # synthesized, not yet aligned
         self.timings = {"tts": 0.0, "align": 0.0}
         self.hits = self.misses = 0
 
-    def _align(self, audio: np.ndarray, text: str) -> list[Timed]:
+    def _get_aligner(self) -> WhisperAligner:
         if self._aligner is None:
             threads = max(1, (os.cpu_count() or 1) // self.settings.workers)
             self._aligner = WhisperAligner(self.settings.aligner_model, self.settings.aligner_path, threads)
-        return self._aligner.align(audio, text)
+        return self._aligner
 
-    def say(self, spec: VoiceSpec, text: str) -> tuple[np.ndarray, list[Timed]]:
-        """Speech of ``text`` (trimmed, 24 kHz) and its word times."""
+    def _path(self, spec: VoiceSpec, text: str) -> Path:
         method = self.settings.alignment
-        aligner = self.settings.aligner_model if method == "whisper" else None
-        path = self.root / f"{_key(asdict(spec), method, aligner, text)}.npz"
-        if self.settings.use_cache and path.is_file():
-            with np.load(path) as z:
-                self.hits += 1
-                audio = z["audio"].astype(np.float32) / 32767
-                timed = [(str(w), float(a), float(b)) for w, a, b in json.loads(str(z["words"]))]
-                return audio, timed
-        self.misses += 1
-        t = time.perf_counter()
-        if method == "concat":
-            audio, timed = synthesize_concat(spec, text)
-            self.timings["tts"] += time.perf_counter() - t
-        else:
-            audio, _ = trim(engines.synthesize(spec, text))
-            if audio.size == 0:
-                raise RuntimeError(f"{spec.describe()} produced silence for {text!r}")
-            self.timings["tts"] += time.perf_counter() - t
-            t = time.perf_counter()
-            timed = self._align(audio, text)
-            self.timings["align"] += time.perf_counter() - t
+        aligner = (self.settings.aligner_model, ALIGN_TAG) if method == "whisper" else None
+        return self.root / f"{_key(asdict(spec), method, aligner, text)}.npz"
+
+    def _cached(self, path: Path) -> Clip | None:
+        key = str(path)
+        if key in self._ready:
+            return self._ready[key]
+        if not (self.settings.use_cache and path.is_file()):
+            return None
+        with np.load(path) as z:
+            self.hits += 1
+            audio = z["audio"].astype(np.float32) / 32767
+            timed = [(str(w), float(a), float(b)) for w, a, b in json.loads(str(z["words"]))]
+        self._ready[key] = (audio, timed)
+        return audio, timed
+
+    def _store(self, path: Path, audio: np.ndarray, timed: list[Timed]) -> Clip:
         audio = np.clip(audio / max(1.0, float(np.abs(audio).max())), -1, 1)
+        pcm = np.round(audio * 32767).astype(np.int16)
         if self.settings.use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, audio=np.round(audio * 32767).astype(np.int16), words=json.dumps(timed))
+            np.savez(tmp, audio=pcm, words=json.dumps(timed))
             tmp.replace(path)
-            # reload what was stored, so a first run and a cached run give the same bytes
-            audio = np.round(audio * 32767).astype(np.int16).astype(np.float32) / 32767
-        return audio, timed
+        # what is stored, so a first run and a cached run give the same bytes (with the cache or without)
+        self._ready[str(path)] = clip = (pcm.astype(np.float32) / 32767, timed)
+        return clip
+
+    def _tts(self, spec: VoiceSpec, text: str) -> np.ndarray:
+        t = time.perf_counter()
+        audio, _ = trim(engines.synthesize(spec, text))
+        self.timings["tts"] += time.perf_counter() - t
+        if audio.size == 0:
+            raise RuntimeError(f"{spec.describe()} produced silence for {text!r}")
+        return audio
+
+    def _corrected(self, spec: VoiceSpec, clip: Clip) -> Clip:
+        audio, timed = clip
+        offset = (
+            self.settings.align_offsets.get(spec.engine) if self.settings.alignment == "whisper" else None
+        )
+        if offset is None:
+            return audio, list(timed)
+        return audio, apply_offset(timed, offset, len(audio) / SAMPLE_RATE)
+
+    def speech(self, spec: VoiceSpec, text: str) -> np.ndarray:
+        """The audio :meth:`say` will return (synthesized now if not cached; aligned later)."""
+        path = self._path(spec, text)
+        clip = self._cached(path)
+        if clip is not None:
+            return clip[0]
+        if str(path) not in self._speech:
+            self._speech[str(path)] = self._tts(spec, text)
+        return self._speech[str(path)]
+
+    def prepare(self, requests: list[tuple[VoiceSpec, str]]) -> None:
+        """Synthesize and align (in shared Whisper windows) every clip in ``requests`` not yet cached."""
+        if self.settings.alignment != "whisper":
+            return
+        todo: dict[str, tuple[VoiceSpec, str]] = {}
+        for spec, text in requests:
+            path = self._path(spec, text)
+            if str(path) not in todo and self._cached(path) is None:
+                todo[str(path)] = (spec, text)
+        if not todo:
+            return
+        self.misses += len(todo)
+        audios = [self.speech(spec, text) for spec, text in todo.values()]
+        t = time.perf_counter()
+        aligned = self._get_aligner().align_many([(a, text) for a, (_, text) in zip(audios, todo.values())])
+        self.timings["align"] += time.perf_counter() - t
+        for key, audio, timed in zip(todo, audios, aligned):
+            self._store(Path(key), audio, timed)
+            self._speech.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget the in-memory clips (the disk cache stays)."""
+        self._ready.clear()
+        self._speech.clear()
+
+    def say(self, spec: VoiceSpec, text: str) -> Clip:
+        """Speech of ``text`` (trimmed, 24 kHz) and its word times (offset-corrected)."""
+        path = self._path(spec, text)
+        clip = self._cached(path)
+        if clip is None:
+            if self.settings.alignment == "concat":
+                self.misses += 1
+                t = time.perf_counter()
+                audio, timed = synthesize_concat(spec, text)
+                self.timings["tts"] += time.perf_counter() - t
+                clip = self._store(path, audio, timed)
+            else:
+                self.prepare([(spec, text)])
+                clip = self._ready[str(path)]
+        return self._corrected(spec, clip)
 
 
 _SPEAKER: list[Speaker] = []
@@ -312,8 +397,21 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
                 f"{opener} {prompt[0].lower()}{prompt[1:]}" if opener.endswith(",") else f"{opener} {prompt}"
             )
         exchanges.append(Exchange(prompt, answer, scenario, p.backchannels[i], p.stop_text))
+    speaker.clear()
+    if settings.alignment == "whisper":
+        # a dry run of the layout (same draws) finds every clip it asks for, with the TTS audio, so that
+        # all of them are aligned together in as few Whisper windows as fit
+        wanted: list[tuple[VoiceSpec, str]] = []
+
+        def record(role: str, text: str) -> Clip:
+            wanted.append((voices[role], text))
+            return speaker.speech(voices[role], text), []
+
+        layout(exchanges, record, np.random.default_rng([settings.seed, p.index, 3]), settings.timing)
+        speaker.prepare(wanted)
     rng = np.random.default_rng([settings.seed, p.index, 3])
     laid = layout(exchanges, lambda role, text: speaker.say(voices[role], text), rng, settings.timing)
+    speaker.clear()
     t_mix = time.perf_counter()
     audio = laid.audio
     if settings.watermark_assistant:  # before noise: the mark belongs to the generated voice itself

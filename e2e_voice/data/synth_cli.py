@@ -26,6 +26,14 @@ def _pair(value: Any, name: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _offset(value: Any, name: str) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(
+            f"{name}: expected [start_s, end_s] (seconds added to word starts and ends), got {value}"
+        )
+    return float(value[0]), float(value[1])
+
+
 def settings_from_config(cfg: DictConfig) -> SynthSettings:
     """Build :class:`SynthSettings` from the ``synth_data`` config (the only place that reads it)."""
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -77,6 +85,10 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
         alignment=str(c["alignment"]["method"]),
         aligner_model=str(c["alignment"]["model"]),
         aligner_path=c["alignment"].get("model_path"),
+        align_offsets={
+            k: _offset(v, f"alignment.offsets_s.{k}")
+            for k, v in (c["alignment"].get("offsets_s") or {}).items()
+        },
         scenario_weights={k: float(v) for k, v in s["weights"].items()},
         noise_prob=float(s["noise_prob"]),
         snr_db=_pair(s["snr_db"], "scenarios.snr_db"),
