@@ -1,9 +1,17 @@
 """Watermark robustness and cost: detection after common transformations, false positives, quality.
 
-    .venv/bin/python benchmarks/bench_watermark.py [--clips 12]
+    .venv/bin/python benchmarks/bench_watermark.py [--clips 12] [--backend perth]
+    .venv/bin/python benchmarks/bench_watermark.py --fpr-only [--manifest M.jsonl ...] [--audio-dir DIR ...]
 
 Writes runs/bench/watermark.json and runs/bench/watermark.md. Speech comes from the bundle's voices
 (Kokoro jm_kumo / jf_gongitsune, Piper) and espeak-ng, so the numbers are reproducible offline.
+
+False positives on real conversations: each dialogue's user channel (channel 1: human-like speech with
+noise, never watermarked) and assistant channel (channel 0: clean TTS, marked only when the corpus was
+generated with ``watermark_assistant=true``) is cut into ``--window-s`` windows, each run through the
+detector.
+Manifests default to data/generated/synthetic/{test,train}.jsonl when present, else the test fixture corpus;
+``--audio-dir`` adds the stereo files of a corpus still being generated (no manifest yet).
 """
 
 from __future__ import annotations
@@ -18,12 +26,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from e2e_voice.audio.io import resample
+from e2e_voice.audio.io import AudioError, load_audio, resample
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
 from e2e_voice.demo import opus_roundtrip
-from e2e_voice.safety.watermark import PerthWatermarker, StreamingWatermarker
-from e2e_voice.stt.whisper import WhisperSTT, word_error_rate
-from eval.codec import pesq_wb, si_sdr
+from e2e_voice.safety.watermark import StreamingWatermarker, Watermarker, load_watermarker
 
 SENTENCES = [
     "The weather is nice today, so we should go for a walk in the park.",
@@ -103,12 +109,126 @@ def speech_clips(n: int) -> list[tuple[str, np.ndarray]]:
     return clips
 
 
+CHANNELS = {"assistant": 0, "user": 1}  # the corpus layout: [C=2, T], assistant first
+SYNTH_MANIFESTS = ("data/generated/synthetic/test.jsonl", "data/generated/synthetic/train.jsonl")
+FIXTURE_MANIFEST = "tests/fixtures/dialogues/manifest.jsonl"
+ACTIVE_RMS = 0.003  # about -50 dBFS: a window quieter than this holds no speech worth calling
+
+
+def dialogue_files(manifests: list[str], audio_dirs: list[str], settle_s: float = 60.0) -> list[Path]:
+    """Stereo dialogue files from manifests and from corpus folders (files written in the last
+    ``settle_s`` seconds are skipped: the generator may still be writing them)."""
+    from e2e_voice.data.manifest import read_manifest
+
+    files = [e.audio for m in manifests for e in read_manifest(m, skip_bad=True, check_audio=False).entries]
+    now = time.time()
+    for d in audio_dirs:
+        files += [f for f in sorted(Path(d).glob("*.flac")) if now - f.stat().st_mtime > settle_s]
+    return list(dict.fromkeys(files))  # a file listed twice counts once
+
+
+def corpus_detections(
+    wm: Watermarker, files: list[Path], window_s: float
+) -> dict[str, dict[str, float | int]]:
+    """Per channel: windows cut, windows detected as watermarked, and the same over windows with speech."""
+    n = int(window_s * SAMPLE_RATE)
+    counts = {ch: {"windows": 0, "detected": 0, "active_windows": 0, "active_detected": 0} for ch in CHANNELS}
+    confidences: dict[str, list[float]] = {ch: [] for ch in CHANNELS}
+    unreadable = 0
+    for path in tqdm(files, desc="dialogues", leave=False):
+        try:
+            audio = load_audio(path, SAMPLE_RATE, mono=False)  # [C, T]
+        except AudioError:
+            unreadable += 1
+            continue
+        for ch, c in CHANNELS.items():
+            for start in range(0, audio.shape[1] - n + 1, n):
+                x = audio[c, start : start + n]
+                det = wm.detect(x, SAMPLE_RATE)
+                active = float(np.sqrt(np.mean(x**2))) > ACTIVE_RMS
+                counts[ch]["windows"] += 1
+                counts[ch]["detected"] += int(det.present)
+                counts[ch]["active_windows"] += int(active)
+                counts[ch]["active_detected"] += int(det.present and active)
+                confidences[ch].append(det.confidence)
+    out: dict[str, dict[str, float | int]] = {}
+    for ch, k in counts.items():
+        out[ch] = {
+            **k,
+            "rate": k["detected"] / max(k["windows"], 1),
+            "active_rate": k["active_detected"] / max(k["active_windows"], 1),
+            "max_confidence": float(max(confidences[ch], default=0.0)),
+            "mean_confidence": float(np.mean(confidences[ch])) if confidences[ch] else 0.0,
+        }
+    out["files"] = {"dialogues": len(files) - unreadable, "unreadable": unreadable, "window_s": window_s}
+    return out
+
+
+def corpus_lines(
+    result: dict[str, dict[str, float | int]], backend: str, marked_assistant: bool
+) -> list[str]:
+    f = result["files"]
+    what = "detection (marked)" if marked_assistant else "false positives (clean TTS)"
+    lines = [
+        f"## {backend}: windows flagged as watermarked ({f['dialogues']} dialogues, {f['window_s']:g} s)",
+        "",
+        "| channel | windows | flagged | rate | speech windows | flagged | rate | max conf. |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for ch, label in (("user", "user (ch 1): false positives"), ("assistant", f"assistant (ch 0): {what}")):
+        r = result[ch]
+        lines.append(
+            f"| {label} | {r['windows']} | {r['detected']} | {r['rate']:.3f} | {r['active_windows']} |"
+            f" {r['active_detected']} | {r['active_rate']:.3f} | {r['max_confidence']:.3f} |"
+        )
+    return lines
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--out", default="runs/bench")
+    parser.add_argument("--backend", choices=["perth", "audioseal"], default="perth")
+    parser.add_argument("--model-path", default=None, help="local checkpoint for the backend")
+    parser.add_argument("--manifest", action="append", default=None, help="dialogue manifest (repeatable)")
+    parser.add_argument(
+        "--audio-dir", action="append", default=[], help="folder of stereo dialogue .flac files"
+    )
+    parser.add_argument("--window-s", type=float, default=4.0)
+    parser.add_argument(
+        "--assistant-marked",
+        action="store_true",
+        help="the corpus was generated with watermark_assistant=true",
+    )
+    parser.add_argument("--fpr-only", action="store_true", help="only the corpus false-positive measurement")
     args = parser.parse_args()
-    wm = PerthWatermarker()
+    wm = load_watermarker(args.backend, args.model_path)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    manifests = args.manifest
+    if manifests is None:
+        manifests = [m for m in SYNTH_MANIFESTS if Path(m).is_file()] or (
+            [] if args.audio_dir else [FIXTURE_MANIFEST]
+        )
+    files = dialogue_files(manifests, args.audio_dir)
+    corpus = corpus_detections(wm, files, args.window_s)
+    corpus_md = corpus_lines(corpus, args.backend, args.assistant_marked)
+    sources = [*manifests, *args.audio_dir]
+    corpus_md += ["", f"Sources: {', '.join(sources)}."]
+    (out / f"watermark_fpr_{args.backend}.json").write_text(
+        json.dumps({"sources": sources, **corpus}, indent=2)
+    )
+    (out / f"watermark_fpr_{args.backend}.md").write_text("\n".join(corpus_md) + "\n")
+    print("\n".join(corpus_md))
+    if args.fpr_only:
+        return
+
+    from e2e_voice.stt.whisper import WhisperSTT, word_error_rate
+    from eval.codec import pesq_wb, si_sdr
+
     clips = speech_clips(args.clips)
     marked = [wm.embed(x, SAMPLE_RATE) for _, x in tqdm(clips, desc="embedding", leave=False)]
 
@@ -148,17 +268,17 @@ def main() -> None:
     offline_rtf = (time.perf_counter() - t0) / sum(len(c) / SAMPLE_RATE for _, c in clips)
 
     result = {
+        "backend": args.backend,
         "clips": len(clips),
         "attacks": rows,
         "quality": quality,
         "streaming_ms_per_80ms_frame": per_frame_ms,
         "offline_real_time_factor": offline_rtf,
+        "corpus": corpus,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "watermark.json").write_text(json.dumps(result, indent=2))
     lines = [
-        f"# Watermark robustness (Perth, {len(clips)} clips: Kokoro x2 voices, Piper, espeak-ng)",
+        f"# Watermark robustness ({args.backend}, {len(clips)} clips: Kokoro x2 voices, Piper, espeak-ng)",
         "",
         "| transformation | detection rate (marked) | false positives (clean) |",
         "| --- | --- | --- |",
@@ -170,6 +290,8 @@ def main() -> None:
         "",
         f"Streaming: {per_frame_ms:.1f} ms per 80 ms frame (one frame of delay); offline embed RTF"
         f" {offline_rtf:.3f}. 2 CPU cores.",
+        "",
+        *corpus_md,
     ]
     (out / "watermark.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from e2e_voice.audio.io import AudioError, load_audio, save_audio
 from e2e_voice.constants import CONFIG_DIR, FRAME_SIZE, SAMPLE_RATE
-from e2e_voice.safety.watermark import watermark_system
+from e2e_voice.safety.watermark import backend_options, watermark_system
 from e2e_voice.system import DuplexSystem
 
 
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         instantiate(cfg.system, **extra),
         enabled=bool(cfg.watermark.enabled),
         model_path=cfg.watermark.model_path,
+        backend=str(cfg.watermark.get("backend", "perth")),
+        **backend_options(cfg.watermark),
     )
     try:
         result = converse(system, user, realtime=bool(cfg.realtime), max_tail_s=float(cfg.max_tail_s))

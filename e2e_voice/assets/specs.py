@@ -291,8 +291,28 @@ MIMI_KYUTAI = ModelSpec(
     in_bundle=False,
 )
 
+# Meta's AudioSeal 16-bit generator and detector (16 kHz), the optional second watermark backend
+# (`watermark.backend=audioseal`); not in the bundle.
+AUDIOSEAL = ModelSpec(
+    name="audioseal",
+    description="Meta AudioSeal 16-bit watermark generator + detector (local path or hub only)",
+    hub_repo="facebook/audioseal",
+    hub_files=("generator_base.pth", "detector_base.pth"),
+    in_bundle=False,
+)
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
-    for spec in (WHISPER_BASE, WHISPER_SMALL, SMOLLM2, KOKORO, PIPER_JOE, SILERO_VAD, PERTH, MIMI_KYUTAI)
+    for spec in (
+        WHISPER_BASE,
+        WHISPER_SMALL,
+        SMOLLM2,
+        KOKORO,
+        PIPER_JOE,
+        SILERO_VAD,
+        PERTH,
+        MIMI_KYUTAI,
+        AUDIOSEAL,
+    )
 }
 """Every model the registry knows, by name."""

@@ -9,19 +9,47 @@ from e2e_voice.audio.io import AudioError, load_audio, save_audio
 
 
 def watermark_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="e2e-voice watermark", description="Perth audio watermarks")
+    parser = argparse.ArgumentParser(
+        prog="e2e-voice watermark", description="audio watermarks (Perth by default, or AudioSeal)"
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--backend", choices=["perth", "audioseal"], default="perth")
+    common.add_argument(
+        "--model-path",
+        default=None,
+        help="local checkpoint: Perth's .pth.tar, or AudioSeal's directory (generator/detector_base.pth)",
+    )
+    common.add_argument("--message", type=int, default=None, help="AudioSeal: 16-bit payload to embed")
+    common.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="AudioSeal: load a trusted checkpoint restricted loading refuses",
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    p_detect = sub.add_parser("detect", help="say, per file, whether a watermark is present")
+    p_detect = sub.add_parser(
+        "detect", parents=[common], help="say, per file, whether a watermark is present"
+    )
     p_detect.add_argument("files", nargs="+")
     p_detect.add_argument("--threshold", type=float, default=0.5)
-    p_embed = sub.add_parser("embed", help="write a watermarked copy of a file")
+    p_embed = sub.add_parser("embed", parents=[common], help="write a watermarked copy of a file")
     p_embed.add_argument("input")
     p_embed.add_argument("output")
     args = parser.parse_args(argv)
 
-    from e2e_voice.safety.watermark import PerthWatermarker
+    from e2e_voice.safety.watermark import load_watermarker
 
-    wm = PerthWatermarker(threshold=getattr(args, "threshold", 0.5))
+    options: dict[str, object] = {"threshold": getattr(args, "threshold", 0.5)}
+    if args.backend == "audioseal":
+        options["allow_pickle"] = args.allow_pickle
+        if args.message is not None:
+            options["message"] = args.message
+    elif args.message is not None or args.allow_pickle:
+        parser.error("--message and --allow-pickle apply to --backend audioseal only")
+    try:
+        wm = load_watermarker(args.backend, args.model_path, **options)
+    except (RuntimeError, ValueError) as exc:  # a missing or corrupt checkpoint: say how to get it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.action == "embed":
         try:
             audio = load_audio(args.input, sample_rate=None)

@@ -1,4 +1,4 @@
-"""Imperceptible audio watermarking with Resemble's Perth (PerthNet implicit), offline.
+"""Imperceptible audio watermarking: Resemble's Perth (PerthNet implicit, default) or Meta's AudioSeal.
 
 PerthNet works on a 32 kHz magnitude spectrogram (2048-point STFT, 10 ms hop, normalised dB): the encoder
 adds a learned residual to the bins below 2 kHz in frames that carry energy; the decoder reads a
@@ -7,15 +7,18 @@ them through torchaudio and librosa, which do not import here; this module rebui
 ``torch.stft``/``torch.istft`` and soxr, and loads the published state dict (parameter names match).
 
 :class:`StreamingWatermarker` marks audio 80 ms at a time with exactly one frame of delay, so the
-server and the engine can watermark what they stream.
+server and the engine can watermark what they stream. It works with any :class:`Watermarker`; the backend is
+picked by name with :func:`load_watermarker` (``watermark.backend`` in the configs): ``perth`` or
+``audioseal`` (:mod:`e2e_voice.safety.audioseal_backend`, needs its checkpoint locally).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -128,6 +131,36 @@ class Detection:
     present: bool
 
 
+@dataclass
+class WindowState:
+    """What a stream carries from one window to the next (per stream, never in a state dict)."""
+
+    peak: torch.Tensor | None = None  # Perth: running loudness peak for the energy mask, ``[1]``
+
+
+class Watermarker(Protocol):
+    """What the streaming path, the systems and the detector CLI need from a watermark backend."""
+
+    name: str
+    threshold: float
+
+    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Return mono ``audio`` (float32 ``[T]``) with a watermark, same length and rate."""
+        ...
+
+    def embed_window(self, window: np.ndarray, sample_rate: int, state: WindowState) -> np.ndarray:
+        """Watermark one bounded-context window of a stream (``[T]``), updating ``state``."""
+        ...
+
+    def confidence(self, audio: np.ndarray, sample_rate: int) -> float:
+        """Detector confidence in [0, 1] that ``audio`` carries a watermark."""
+        ...
+
+    def detect(self, audio: np.ndarray, sample_rate: int) -> Detection:
+        """Confidence and verdict (``confidence >= threshold``)."""
+        ...
+
+
 class PerthWatermarker:
     """Embed and detect Perth watermarks in mono audio of any sample rate.
 
@@ -176,6 +209,18 @@ class PerthWatermarker:
         c = self.confidence(audio, sample_rate)
         return Detection(confidence=c, present=c >= self.threshold)
 
+    @torch.no_grad()
+    def embed_window(self, window: np.ndarray, sample_rate: int, state: WindowState) -> np.ndarray:
+        """Embed in one stream window; the energy mask's loudness reference is the running peak in ``state``,
+        since the clip's true peak is not known yet."""
+        y = resample(np.asarray(window, np.float32), sample_rate, PERTH_RATE)
+        mag, phase = _to_mag_phase(torch.from_numpy(y), self.window)
+        frame_peak = mag.sum(dim=0).max()[None]
+        state.peak = frame_peak if state.peak is None else torch.maximum(state.peak, frame_peak)
+        marked = self.encoder(mag[None], peak=state.peak)[0]
+        out = resample(_to_signal(marked, phase, self.window, len(y)).numpy(), PERTH_RATE, sample_rate)
+        return _fit(out, len(window))
+
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
     x = x[:n]
@@ -185,14 +230,13 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
 class StreamingWatermarker:
     """Watermark a stream 80 ms at a time, with exactly one frame (80 ms) of delay.
 
-    Each call takes one frame and returns the previous one, watermarked. The encoder sees the past
-    (``context_frames`` of history) and the one frame of future the delay buys; its convolutions would like
-    ~180 ms of future, so the mark is computed from a slightly shorter view than offline, then the middle
-    frame is cut out and the same cut of the unmarked audio is replaced in place. The loudness reference
-    for the energy mask is the running peak, since the clip's true peak is not known yet.
+    Each call takes one frame and returns the previous one, watermarked. The backend sees the past
+    (``context_frames`` of history) and the one frame of future the delay buys; Perth's convolutions would
+    like ~180 ms of future and AudioSeal's SEANet is not causal either, so the mark is computed from a
+    slightly shorter view than offline, then the frame before the newest is cut out and returned.
 
     Args:
-        watermarker: a loaded :class:`PerthWatermarker`.
+        watermarker: a loaded backend (:class:`PerthWatermarker` or ``AudioSealWatermarker``).
         sample_rate: stream rate (24 kHz).
         frame_size: samples per frame (1920).
         context_frames: past frames given to the encoder.
@@ -200,7 +244,7 @@ class StreamingWatermarker:
 
     def __init__(
         self,
-        watermarker: PerthWatermarker,
+        watermarker: Watermarker,
         sample_rate: int = SAMPLE_RATE,
         frame_size: int = FRAME_SIZE,
         context_frames: int = 4,
@@ -210,7 +254,7 @@ class StreamingWatermarker:
 
     def reset(self) -> None:
         self._history: np.ndarray = np.zeros(0, np.float32)
-        self._peak: torch.Tensor | None = None
+        self._state = WindowState()
         self._frames_in = 0
 
     @torch.no_grad()
@@ -224,14 +268,7 @@ class StreamingWatermarker:
         self._frames_in += 1
         if self._frames_in == 1:
             return np.zeros(self.frame_size, np.float32)
-        window = self._history
-        y = resample(window, self.sr, PERTH_RATE)
-        mag, phase = _to_mag_phase(torch.from_numpy(y), self.wm.window)
-        frame_peak = mag.sum(dim=0).max()[None]
-        self._peak = frame_peak if self._peak is None else torch.maximum(self._peak, frame_peak)
-        marked = self.wm.encoder(mag[None], peak=self._peak)[0]
-        out = resample(_to_signal(marked, phase, self.wm.window, len(y)).numpy(), PERTH_RATE, self.sr)
-        out = _fit(out, len(window))
+        out = self.wm.embed_window(self._history, self.sr, self._state)
         # The frame before the newest one: it has one frame of future context in this window.
         return out[-2 * self.frame_size : -self.frame_size].copy()
 
@@ -246,7 +283,7 @@ class WatermarkedSystem(DuplexSystem):
     Text is delayed by the same frame so it stays aligned with the audio it describes.
     """
 
-    def __init__(self, inner: DuplexSystem, watermarker: PerthWatermarker) -> None:
+    def __init__(self, inner: DuplexSystem, watermarker: Watermarker) -> None:
         self.inner = inner
         self.sample_rate, self.frame_size = inner.sample_rate, inner.frame_size
         self.stream = StreamingWatermarker(watermarker, inner.sample_rate, inner.frame_size)
@@ -273,20 +310,60 @@ class WatermarkedSystem(DuplexSystem):
 
 
 def watermark_system(
-    inner: DuplexSystem, enabled: bool = True, model_path: str | None = None
+    inner: DuplexSystem,
+    enabled: bool = True,
+    model_path: str | None = None,
+    backend: str = "perth",
+    **options: Any,
 ) -> DuplexSystem:
-    """Return ``inner`` wrapped with the Perth watermark, or ``inner`` itself (logged) when disabled."""
+    """Return ``inner`` wrapped with a watermark, or ``inner`` itself (logged) when disabled.
+
+    Args:
+        inner: the system whose audio gets marked.
+        enabled: ``watermark.enabled``; off is logged as a warning.
+        model_path: local checkpoint (file or directory) for the backend; default: the registry's.
+        backend: ``"perth"`` or ``"audioseal"``.
+        options: backend options (AudioSeal: ``message``, ``alpha``, ``threshold``, ``allow_pickle``).
+    """
     if not enabled:
         log.warning("audio watermarking is DISABLED by configuration (watermark.enabled=false)")
         return inner
-    return WatermarkedSystem(inner, shared_watermarker(model_path))
+    return WatermarkedSystem(inner, shared_watermarker(model_path, backend, **options))
 
 
-_WATERMARKERS: dict[str | None, PerthWatermarker] = {}
+def backend_options(watermark_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The chosen backend's option block (``watermark.<backend>``, e.g. ``watermark.audioseal``) as kwargs."""
+    backend = str(watermark_cfg.get("backend", "perth"))
+    return {str(k): v for k, v in (watermark_cfg.get(backend) or {}).items()}
 
 
-def shared_watermarker(model_path: str | None = None) -> PerthWatermarker:
-    # One loaded network per process: conversations share it (it holds no per-stream state).
-    if model_path not in _WATERMARKERS:
-        _WATERMARKERS[model_path] = PerthWatermarker(model_path)
-    return _WATERMARKERS[model_path]
+def _load_perth(model_path: str | None, **options: Any) -> Watermarker:
+    return PerthWatermarker(model_path, **options)
+
+
+def _load_audioseal(model_path: str | None, **options: Any) -> Watermarker:
+    from e2e_voice.safety.audioseal_backend import AudioSealWatermarker
+
+    return AudioSealWatermarker(model_path, **options)
+
+
+BACKENDS: dict[str, Callable[..., Watermarker]] = {"perth": _load_perth, "audioseal": _load_audioseal}
+
+
+def load_watermarker(backend: str = "perth", model_path: str | None = None, **options: Any) -> Watermarker:
+    """Build the watermark backend named ``backend`` (see :data:`BACKENDS`); nothing falls back to another."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown watermark backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    return BACKENDS[backend](model_path, **options)
+
+
+_WATERMARKERS: dict[tuple[str, str | None, tuple[tuple[str, Any], ...]], Watermarker] = {}
+
+
+def shared_watermarker(model_path: str | None = None, backend: str = "perth", **options: Any) -> Watermarker:
+    """One loaded network per backend, path and options in a process: conversations share it (it holds no
+    per-stream state)."""
+    key = (backend, model_path, tuple(sorted(options.items())))
+    if key not in _WATERMARKERS:
+        _WATERMARKERS[key] = load_watermarker(backend, model_path, **options)
+    return _WATERMARKERS[key]

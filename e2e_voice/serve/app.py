@@ -10,33 +10,52 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from e2e_voice.constants import CONFIG_DIR
-from e2e_voice.safety.watermark import watermark_system
+from e2e_voice.safety.watermark import backend_options, watermark_system
 from e2e_voice.serve.server import ServeSettings, run_server
 from e2e_voice.system import DuplexSystem
 
 log = logging.getLogger(__name__)
 
 
-def _build(system_cfg: DictConfig, watermark: bool, watermark_model: str | None) -> DuplexSystem:
+def _build(
+    system_cfg: DictConfig,
+    watermark: bool,
+    watermark_model: str | None,
+    watermark_backend: str = "perth",
+    watermark_options: dict[str, Any] | None = None,
+) -> DuplexSystem:
     system = instantiate(system_cfg)
     if not isinstance(system, DuplexSystem):
         raise TypeError(
             f"system config {system_cfg.get('_target_')} built a {type(system).__name__}, not a DuplexSystem"
         )
-    return watermark_system(system, enabled=watermark, model_path=watermark_model)
+    return watermark_system(
+        system,
+        enabled=watermark,
+        model_path=watermark_model,
+        backend=watermark_backend,
+        **(watermark_options or {}),
+    )
 
 
 def system_factory(
-    system_cfg: DictConfig, watermark: bool = True, watermark_model: str | None = None
+    system_cfg: DictConfig,
+    watermark: bool = True,
+    watermark_model: str | None = None,
+    watermark_backend: str = "perth",
+    watermark_options: dict[str, Any] | None = None,
 ) -> Callable[[], DuplexSystem]:
     """A factory that builds one (watermarked) system per conversation, checked once up front."""
-    factory = functools.partial(_build, system_cfg, watermark, watermark_model)
+    factory = functools.partial(
+        _build, system_cfg, watermark, watermark_model, watermark_backend, watermark_options
+    )
     factory().close()  # fail before accepting connections when a model or setting is missing
     return factory
 
@@ -44,7 +63,11 @@ def system_factory(
 @hydra.main(config_path=str(CONFIG_DIR), config_name="serve", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     settings = ServeSettings(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
-    run_server(system_factory(cfg.system, cfg.watermark.enabled, cfg.watermark.model_path), settings)
+    wm = cfg.watermark
+    factory = system_factory(
+        cfg.system, wm.enabled, wm.model_path, str(wm.get("backend", "perth")), backend_options(wm)
+    )
+    run_server(factory, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
