@@ -35,7 +35,11 @@ def _build(system_cfg: DictConfig, watermark: bool, watermark_model: str | None)
 def system_factory(
     system_cfg: DictConfig, watermark: bool = True, watermark_model: str | None = None
 ) -> Callable[[], DuplexSystem]:
-    """A factory that builds one (watermarked) system per conversation, checked once up front."""
+    """A factory that builds one (watermarked) system per conversation, checked once up front.
+
+    The check also loads what the system's target shares between conversations (the cascade's models
+    with ``share_models: true``, the e2e engine), so the first connection is as fast as the next ones.
+    """
     factory = functools.partial(_build, system_cfg, watermark, watermark_model)
     factory().close()  # fail before accepting connections when a model or setting is missing
     return factory
