@@ -331,6 +331,9 @@ def codec_report(codec: dict[str, Any]) -> list[str]:
         "| clips / seconds | "
         + " | ".join(f"{c['clips']} / {c['audio_seconds']:.1f}" for c in channels.values())
         + " |",
+        "| bitrate (kbps) | "
+        + " | ".join(f"{c['codec']['bitrate_bps'] / 1000:.2f}" for c in channels.values())
+        + " |",
     ]
     for label, key, pct in CODEC_ROWS:
         lines.append(

@@ -91,4 +91,9 @@ def test_codec_metrics_in_bench(tmp_path: Path) -> None:
     assert saved["codec"]["channels"]["user"]["mean"]["si_sdr"] == codec["channels"]["user"]["mean"]["si_sdr"]
     report = (tmp_path / "report.md").read_text()
     assert "## Codec: `configs/codec/tiny (random weights)`" in report
-    assert "| SI-SDR (dB) |" in report and "| WER resynthesis |" in report and "0.40 kbps" in report
+    assert (
+        "| bitrate (kbps) | 0.40 | 0.40 |" in report
+        and "| SI-SDR (dB) |" in report
+        and "| WER resynthesis |" in report
+        and "0.40 kbps" in report
+    )
