@@ -11,7 +11,7 @@ help:
 	@echo "make setup  - virtualenv, Python packages, system packages (as root), model bundle"
 	@echo "make models - install or repair the offline model bundle"
 	@echo "make lint   - ruff (lint + format check) and mypy"
-	@echo "make bench  - run every benchmarks/bench_*.py; results in runs/bench/"
+	@echo "make bench  - every benchmarks/bench_*.py, then the full evaluation suite; results in runs/bench/"
 
 setup:
 	@scripts/setup.sh
@@ -37,8 +37,13 @@ pytest: setup
 
 test: lint pytest
 
+# Speed benchmarks first (runs/bench/NAME.md), then `e2e-voice bench suite=full` (the whole held-out test
+# split, e2e and cascade, codec metrics; runs/bench/<time>/report.md). The suite needs the corpus
+# (`e2e-voice synth-data`) and the e2e checkpoints (configs/system/e2e.yaml) and says so when missing.
 bench: setup
 	@set -e; for b in benchmarks/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b"; done
+	@echo "== e2e-voice bench suite=full"
+	$(BIN)/e2e-voice bench suite=full
 
 clean:
 	rm -rf runs outputs .pytest_cache .mypy_cache .ruff_cache

@@ -88,6 +88,7 @@ class CascadeSystem(DuplexSystem):
         llm: object with ``stream(history, cancel) -> Iterator[str]`` (see ``e2e_voice.text.streaming``).
         tts: object with ``synthesize(text)`` and ``sample_rate`` (Kokoro, Piper, EspeakTTS).
         vad_model_path: explicit ``silero_vad.onnx`` (default: the bundle's).
+        vad_session: an already loaded VAD session to share (wins over ``vad_model_path``).
         vad_threshold: speech probability threshold.
         min_speech_ms: speech needed before the VAD reports a start.
         min_silence_ms: silence needed before the VAD reports a stop (the endpointing delay).
@@ -112,6 +113,7 @@ class CascadeSystem(DuplexSystem):
         llm: Any,
         tts: Any,
         vad_model_path: str | None = None,
+        vad_session: Any = None,
         vad_threshold: float = 0.5,
         min_speech_ms: float = 96.0,
         min_silence_ms: float = 200.0,
@@ -131,14 +133,17 @@ class CascadeSystem(DuplexSystem):
         if history_turns < 0:
             raise ValueError(f"cascade.history_turns must be >= 0, got {history_turns}")
         self.stt, self.llm, self.tts = stt, llm, PhraseTTS(tts, SAMPLE_RATE)
-        self.vad = SileroVAD(vad_model_path, SAMPLE_RATE)
+        self.vad = SileroVAD(vad_model_path, SAMPLE_RATE, session=vad_session)
         self.segmenter = VADSegmenter(vad_threshold, None, min_speech_ms, min_silence_ms)
         self.turn_detector: TurnDetector = turn_detector or SilenceTurnDetector()
         TextAggregator(aggregation, min_phrase_chars)  # type: ignore[arg-type]  # validates early
         self.aggregation, self.min_phrase_chars = aggregation, min_phrase_chars
         self.barge_in, self.barge_in_min_s = barge_in, barge_in_min_ms / 1000
         self.history_turns, self.realtime, self.turn_timeout_s = history_turns, realtime, turn_timeout_s
-        self._gated = first_audio_priority and "gate" in inspect.signature(llm.stream).parameters
+        takes_gate = getattr(llm, "takes_gate", None)  # a shared, locked LLM says what its backend takes
+        if takes_gate is None:
+            takes_gate = "gate" in inspect.signature(llm.stream).parameters
+        self._gated = first_audio_priority and bool(takes_gate)
         # Audio kept before a detected start: the start is reported min_speech_ms after the onset.
         self._pre_roll = math.ceil((min_speech_ms / 1000 + 0.3) / FRAME_S) + 1
         self._jobs: queue.Queue[Any] = queue.Queue()

@@ -23,23 +23,32 @@ CONTEXT = 64  # left context Silero v5+ expects before each chunk
 CHUNK_S = CHUNK / VAD_RATE
 
 
+def load_session(model_path: str | None = None) -> Any:
+    """The Silero VAD's onnxruntime session (explicit ``model_path`` or the bundle's ``silero-vad``)."""
+    import onnxruntime as ort
+
+    path = resolve_file("silero-vad", model_path)
+    opts = ort.SessionOptions()
+    # One thread: a 32 ms chunk takes ~0.3 ms, and the heavy stages need the cores.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class SileroVAD:
     """Silero VAD on onnxruntime, streaming over audio at ``sample_rate``.
 
     Args:
         model_path: explicit ``silero_vad.onnx``; default the bundle's ``silero-vad``.
         sample_rate: rate of the audio given to :meth:`process`.
+        session: an already loaded session (:func:`load_session`) to share between conversations; it is
+            only read (``run`` is thread-safe), the streaming state stays in this object.
     """
 
-    def __init__(self, model_path: str | None = None, sample_rate: int = SAMPLE_RATE) -> None:
-        import onnxruntime as ort
-
-        path = resolve_file("silero-vad", model_path)
-        opts = ort.SessionOptions()
-        # One thread: a 32 ms chunk takes ~0.3 ms, and the heavy stages need the cores.
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    def __init__(
+        self, model_path: str | None = None, sample_rate: int = SAMPLE_RATE, session: Any = None
+    ) -> None:
+        self.session = session if session is not None else load_session(model_path)
         self.sample_rate = sample_rate
         self.reset()
 

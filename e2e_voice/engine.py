@@ -346,6 +346,29 @@ def load_engine(
     )
 
 
+def check_checkpoints(lm_checkpoint: str | Path | None, codec_checkpoint: str | Path | None = None) -> None:
+    """Fail early, saying how to get them, when the ``system=e2e`` checkpoints are missing.
+
+    Raises:
+        FileNotFoundError: ``lm_checkpoint`` (a directory or a ``checkpoint.pt``) or ``codec_checkpoint``
+            (a ``.safetensors`` file, when given) does not exist.
+    """
+    if lm_checkpoint is None or not Path(lm_checkpoint).exists():
+        raise FileNotFoundError(
+            f"system=e2e: the LM checkpoint {lm_checkpoint} does not exist. Train the tiny LM with"
+            " `e2e-voice train-lm +experiment=lm_tiny_cpu` (after `e2e-voice train-codec"
+            " +experiment=codec_cpu`) and put it at checkpoints/lm_tiny/, or point"
+            " system.lm_checkpoint at a train-lm run directory or its checkpoint.pt"
+        )
+    if codec_checkpoint is not None and not Path(codec_checkpoint).exists():
+        raise FileNotFoundError(
+            f"system=e2e: the codec checkpoint {codec_checkpoint} does not exist. Train the codec with"
+            " `e2e-voice train-codec +experiment=codec_cpu` and copy its codec.safetensors to"
+            " checkpoints/codec_cpu/codec.safetensors, or set system.codec_checkpoint=PATH"
+            " (null: the codec the LM run was trained with)"
+        )
+
+
 _ENGINES: dict[tuple[Any, ...], DuplexEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -377,6 +400,7 @@ def open_slot(
     )
     with _ENGINES_LOCK:
         if key not in _ENGINES:
+            check_checkpoints(lm_checkpoint, codec_checkpoint)
             sampling = Sampling(temperature_text, top_k_text, temperature_audio, top_k_audio)
             _ENGINES[key] = load_engine(
                 lm_checkpoint,

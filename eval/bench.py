@@ -10,9 +10,12 @@ offline clock. The system's own channel is then measured against the scenario's 
   talking through a backchannel;
 - WER of the system's speech against the text it meant to say (its own text events), Whisper judge;
 - prosody of the system's speech (F0 in semitones, range, intensity, rate, pauses);
-- real-time factor of the run, and the cascade's per-stage timings when the system reports them.
+- real-time factor of the run, and the cascade's per-stage timings when the system reports them;
+- with ``codec_metrics=true``, the codec's own metrics (``eval/codec.py``: bitrate, mel distance, SI-SDR,
+  STOI, PESQ, WER of the resynthesis, RTF) on the conversations' user and/or assistant channels.
 
-Writes ``runs/bench/<time>/results.json``, ``report.md`` and plots, and prints the summary table.
+Suites (``configs/suite/``) fix what a run covers: ``small`` (the default, a few minutes) and ``full``
+(``make bench``). Writes ``runs/bench/<time>/results.json``, ``report.md`` and plots, and prints the table.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from tqdm import tqdm
 from e2e_voice.audio.io import load_audio
 from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
 from e2e_voice.converse import converse
-from e2e_voice.data.manifest import USER, DialogueEntry, read_manifest
+from e2e_voice.data.manifest import CHANNEL_OF, USER, DialogueEntry, read_manifest
+from e2e_voice.engine import check_checkpoints
 from e2e_voice.stt.whisper import WhisperSTT
 from eval import metrics as m
+from eval.codec import Clip, evaluate_clips, load_eval_codec
 
 log = logging.getLogger(__name__)
 BACKCHANNEL_CONTINUE_S = 0.5  # the system "keeps talking" through a backchannel if it speaks this long after
@@ -172,6 +177,84 @@ def _compose(config: str, overrides: list[str]) -> DictConfig:
         return compose(config, overrides=overrides)
 
 
+def system_config(name: str, overrides: list[str]) -> DictConfig:
+    """The ``system`` node of ``configs/system/<name>.yaml`` with the bench's overrides for it."""
+    return _compose("converse", [f"system={name}", *overrides]).system
+
+
+def check_system(name: str, overrides: list[str]) -> None:
+    """Fail before any conversation runs when a system's checkpoints are missing (say how to get them)."""
+    system = system_config(name, overrides)
+    if system.get("_target_") == "e2e_voice.engine.open_slot":
+        check_checkpoints(system.get("lm_checkpoint"), system.get("codec_checkpoint"))
+
+
+def resolve_manifest(cfg: DictConfig) -> Path:
+    """``cfg.manifest``, or ``cfg.manifest_fallback`` (logged) when the corpus has not been generated."""
+    path = Path(cfg.manifest)
+    if path.is_file():
+        return path
+    fallback = cfg.get("manifest_fallback")
+    if fallback:
+        log.warning(
+            "manifest %s does not exist; using %s (generate it: `e2e-voice synth-data`)", path, fallback
+        )
+        return Path(fallback)
+    raise FileNotFoundError(
+        f"manifest {path} does not exist: generate the corpus with `e2e-voice synth-data` (its held-out"
+        " split is data/generated/synthetic/test.jsonl), or pass manifest=PATH"
+    )
+
+
+def bench_codec(cfg: DictConfig) -> tuple[Any, str]:
+    """The codec ``codec_metrics`` measures, and where it came from.
+
+    ``codec_eval.checkpoint`` wins, then ``codec_eval.config`` (random weights, to test the wiring), then
+    the ``e2e`` system's ``codec_checkpoint`` when ``e2e`` is among the systems.
+    """
+    c = cfg.codec_eval
+    n = c.get("num_codebooks")
+    if c.get("checkpoint"):
+        return load_eval_codec(checkpoint=str(c.checkpoint), num_codebooks=n), str(c.checkpoint)
+    if c.get("config"):
+        return load_eval_codec(
+            config=str(c.config), num_codebooks=n
+        ), f"configs/codec/{c.config} (random weights)"
+    if "e2e" in cfg.systems:
+        path = system_config("e2e", list(cfg.system_overrides.get("e2e", []) or [])).get("codec_checkpoint")
+        if path:
+            return load_eval_codec(checkpoint=str(path), num_codebooks=n), str(path)
+    raise ValueError(
+        "codec_metrics=true needs a codec: set codec_eval.checkpoint=PATH (a codec .safetensors),"
+        " codec_eval.config=NAME (configs/codec, random weights) or include the e2e system with a"
+        " system.codec_checkpoint"
+    )
+
+
+def codec_metrics(
+    codec: Any, entries: list[DialogueEntry], channels: list[str], judge: Any | None, out: Path, plots: int
+) -> dict[str, Any]:
+    """``eval/codec.py``'s metrics for ``codec`` on each channel of the conversations' own audio.
+
+    Each channel's reference transcript is its speaker's turns; results and plots go to
+    ``out/codec_<channel>/``.
+    """
+    results: dict[str, Any] = {}
+    for channel in channels:
+        if channel not in CHANNEL_OF:
+            raise ValueError(f"codec_eval.channels: unknown channel '{channel}'; use {sorted(CHANNEL_OF)}")
+        clips = [
+            Clip(
+                f"{e.id} ({channel})",
+                load_audio(e.audio, SAMPLE_RATE, mono=False)[CHANNEL_OF[channel]],
+                " ".join(t.text for t in e.turns if t.speaker == channel) or None,
+            )
+            for e in entries
+        ]
+        results[channel] = evaluate_clips(codec, clips, out / f"codec_{channel}", judge, plots)
+    return results
+
+
 def run_system(
     name: str, overrides: list[str], entries: list[DialogueEntry], judge: WhisperSTT, realtime: bool = False
 ) -> list[ConversationScore]:
@@ -217,13 +300,58 @@ ROWS = [
 ]
 
 
-def report(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The markdown report: one column per system."""
+CODEC_ROWS = [
+    ("mel distance", "mel_distance", False),
+    ("SI-SDR (dB)", "si_sdr", False),
+    ("STOI", "stoi", False),
+    ("PESQ wb", "pesq", False),
+    ("WER original", "wer_original", True),
+    ("WER resynthesis", "wer_reconstruction", True),
+    ("WER resynthesis vs original transcript", "wer_vs_original_transcript", True),
+    ("RTF encode", "rtf_encode", False),
+    ("RTF decode", "rtf_decode", False),
+]
+
+
+def codec_report(codec: dict[str, Any]) -> list[str]:
+    """The codec section of the report: one column per channel."""
+    channels = codec["channels"]
+    first = next(iter(channels.values()))["codec"]
+    lines = [
+        "",
+        f"## Codec: `{codec['source']}`",
+        "",
+        f"{first['bitrate_bps'] / 1000:.2f} kbps = {first['num_codebooks']} codebooks x"
+        f" log2({first['cardinality']}) bits x {first['frame_rate']:g} Hz; resynthesis of the"
+        " conversations' own channels (references: each speaker's turns; per-clip tables in"
+        " `codec_<channel>/codec_metrics.md`).",
+        "",
+        "| metric | " + " | ".join(channels) + " |",
+        "| --- |" + " --- |" * len(channels),
+        "| clips / seconds | "
+        + " | ".join(f"{c['clips']} / {c['audio_seconds']:.1f}" for c in channels.values())
+        + " |",
+        "| bitrate (kbps) | "
+        + " | ".join(f"{c['codec']['bitrate_bps'] / 1000:.2f}" for c in channels.values())
+        + " |",
+    ]
+    for label, key, pct in CODEC_ROWS:
+        lines.append(
+            f"| {label} | " + " | ".join(_fmt(c["mean"][key], pct) for c in channels.values()) + " |"
+        )
+    return lines
+
+
+def report(
+    summary: dict[str, dict[str, Any]], meta: dict[str, Any], codec: dict[str, Any] | None = None
+) -> str:
+    """The markdown report: one column per system, then the codec's metrics when measured."""
     names = list(summary)
     lines = [
         f"# Benchmark: {', '.join(names)}",
         "",
-        f"Manifest `{meta['manifest']}`, {meta['conversations']} conversations, {meta['clock']}, "
+        (f"Suite `{meta['suite']}`. " if meta.get("suite") else "")
+        + f"Manifest `{meta['manifest']}`, {meta['conversations']} conversations, {meta['clock']}, "
         f"judge {meta['judge']}, {meta['machine']}.",
         "",
         "On the offline clock a system's compute time does not delay its audio, so latencies are the"
@@ -254,6 +382,8 @@ def report(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             + " | ".join(_fmt(s["stages_p50_s"].get(k)) for s in summary.values())
             + " |"
         )
+    if codec:
+        lines += codec_report(codec)
     return "\n".join(lines) + "\n"
 
 
@@ -292,24 +422,37 @@ def plot(scores: dict[str, list[ConversationScore]], out: Path) -> list[Path]:
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Run the configured suite; returns the results written to ``out/results.json``."""
-    entries = read_manifest(cfg.manifest).entries
+    manifest = resolve_manifest(cfg)
+    entries = read_manifest(manifest).entries
     if cfg.split:
-        entries = [e for e in entries if e.split == cfg.split] or entries
+        kept = [e for e in entries if e.split == cfg.split]
+        if not kept:
+            log.warning("no '%s' conversations in %s; using all %d", cfg.split, manifest, len(entries))
+        entries = kept or entries
     if cfg.limit:
         entries = entries[: int(cfg.limit)]
     if not entries:
-        raise ValueError(f"no conversations in {cfg.manifest}")
+        raise ValueError(f"no conversations in {manifest}")
+    overrides = {name: list(cfg.system_overrides.get(name, []) or []) for name in cfg.systems}
+    for name in cfg.systems:  # a missing checkpoint fails now, not after the other systems ran
+        check_system(name, overrides[name])
+    codec = bench_codec(cfg) if cfg.get("codec_metrics") else None
     judge = WhisperSTT(cfg.judge)
     scores = {
-        name: run_system(
-            name, list(cfg.system_overrides.get(name, []) or []), entries, judge, bool(cfg.realtime)
-        )
-        for name in cfg.systems
+        name: run_system(name, overrides[name], entries, judge, bool(cfg.realtime)) for name in cfg.systems
     }
     summary = {name: summarize(sc) for name, sc in scores.items()}
+    codec_results = None
+    if codec is not None:
+        c = cfg.codec_eval
+        channels = codec_metrics(
+            codec[0], entries, list(c.channels), judge if c.wer else None, out, int(c.plots)
+        )
+        codec_results = {"source": codec[1], "channels": channels}
     meta = {
+        "suite": cfg.get("suite_name"),
         "clock": "real time" if cfg.realtime else "offline clock",
-        "manifest": str(cfg.manifest),
+        "manifest": str(manifest),
         "conversations": len(entries),
         "judge": cfg.judge,
         "machine": cfg.machine,
@@ -321,8 +464,10 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "summary": summary,
         "conversations": {n: [s.__dict__ for s in sc] for n, sc in scores.items()},
     }
+    if codec_results is not None:
+        results["codec"] = codec_results
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    text = report(summary, meta)
+    text = report(summary, meta, codec_results)
     (out / "report.md").write_text(text)
     plot(scores, out)
     print(text)

@@ -34,8 +34,17 @@ PESQ_RATE = 16_000
 
 
 @dataclass
+class Clip:
+    """One clip to evaluate: a name for the table, mono 24 kHz audio ``[T]``, its transcript if known."""
+
+    name: str
+    audio: np.ndarray
+    reference: str | None = None
+
+
+@dataclass
 class ClipResult:
-    file: str
+    file: str  # the clip's name (its path when it came from a file)
     seconds: float
     mel_distance: float
     si_sdr: float
@@ -104,7 +113,6 @@ def plot_spectrograms(original: np.ndarray, recon: np.ndarray, path: Path, title
     plt.close(fig)
 
 
-@torch.no_grad()
 def evaluate(
     codec: MimiCodec,
     paths: list[Path],
@@ -112,24 +120,53 @@ def evaluate(
     judge: Any | None = None,
     plots: int = 3,
 ) -> dict[str, Any]:
-    """Evaluate ``codec`` on ``paths``; writes ``codec_metrics.json``/``.md`` and PNGs to ``out_dir``.
+    """Evaluate ``codec`` on audio files; writes ``codec_metrics.json``/``.md`` and PNGs to ``out_dir``.
 
     Args:
         codec: the codec (eval mode is set here).
-        paths: audio files, any sample rate (resampled to 24 kHz, mixed to mono).
+        paths: audio files, any sample rate (resampled to 24 kHz, mixed to mono); a ``NAME.txt`` beside
+            ``NAME.wav`` is its reference transcript.
         out_dir: output folder.
         judge: an object with ``transcribe(audio, sr) -> str`` (``WhisperSTT``), or None to skip WER.
         plots: how many clips get a spectrogram plot.
+    """
+    clips = []
+    for path in paths:
+        ref_file = Path(path).with_suffix(".txt")
+        reference = ref_file.read_text().strip() if ref_file.is_file() else None
+        clips.append(Clip(str(path), load_audio(path, SAMPLE_RATE, mono=True)[0], reference))
+    return evaluate_clips(codec, clips, out_dir, judge, plots)
+
+
+@torch.no_grad()
+def evaluate_clips(
+    codec: MimiCodec,
+    clips: list[Clip],
+    out_dir: Path,
+    judge: Any | None = None,
+    plots: int = 3,
+) -> dict[str, Any]:
+    """Evaluate ``codec`` on in-memory clips (e.g. one channel of each bench conversation).
+
+    Args:
+        codec: the codec (eval mode is set here).
+        clips: mono 24 kHz clips with optional reference transcripts.
+        out_dir: output folder for ``codec_metrics.json``/``.md`` and the spectrogram PNGs.
+        judge: an object with ``transcribe(audio, sr) -> str`` (``WhisperSTT``), or None to skip WER.
+        plots: how many clips get a spectrogram plot.
+
+    Returns:
+        The summary (codec description incl. bitrate, per-clip rows, means) written to the json.
     """
     from e2e_voice.stt.whisper import word_error_rate
 
     codec.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[ClipResult] = []
-    for i, path in enumerate(tqdm(paths, desc="eval codec")):
-        audio = load_audio(path, SAMPLE_RATE, mono=True)[0]
+    for i, clip in enumerate(tqdm(clips, desc="eval codec")):
+        audio = np.asarray(clip.audio, np.float32).reshape(-1)
         if audio.size < codec.frame_size:
-            raise ValueError(f"{path} is shorter than one codec frame ({codec.frame_size} samples)")
+            raise ValueError(f"{clip.name} is shorter than one codec frame ({codec.frame_size} samples)")
         x = torch.from_numpy(audio)[None, None]
         codes, t_enc = _time(lambda x=x: codec.encode(x))
         n = audio.size
@@ -140,15 +177,14 @@ def evaluate(
         if judge is not None:
             heard_o = judge.transcribe(audio, SAMPLE_RATE)
             heard_r = judge.transcribe(recon, SAMPLE_RATE)
-            ref_file = Path(path).with_suffix(".txt")
-            if ref_file.is_file():
-                ref = ref_file.read_text().strip()
-                wer_o, wer_r = word_error_rate(ref, heard_o), word_error_rate(ref, heard_r)
+            if clip.reference and clip.reference.strip():
+                wer_o = word_error_rate(clip.reference, heard_o)
+                wer_r = word_error_rate(clip.reference, heard_r)
             if heard_o.strip():
                 wer_vs = word_error_rate(heard_o, heard_r)
         rows.append(
             ClipResult(
-                file=str(path),
+                file=clip.name,
                 seconds=seconds,
                 mel_distance=float(multiscale_mel_distance(x, recon_t, SAMPLE_RATE)),
                 si_sdr=si_sdr(audio, recon),
@@ -162,7 +198,7 @@ def evaluate(
             )
         )
         if i < plots:
-            plot_spectrograms(audio, recon, out_dir / f"spectrogram_{i:02d}.png", Path(path).name)
+            plot_spectrograms(audio, recon, out_dir / f"spectrogram_{i:02d}.png", Path(clip.name).name)
     summary = _summarize(codec, rows)
     (out_dir / "codec_metrics.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "codec_metrics.md").write_text(to_markdown(summary))
@@ -221,19 +257,38 @@ def to_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _codec_from_args(args: argparse.Namespace) -> MimiCodec:
-    if args.checkpoint:
-        return load_codec(args.checkpoint, num_codebooks=args.num_codebooks)
+def load_eval_codec(
+    checkpoint: str | None = None, config: str | None = None, num_codebooks: int | None = None
+) -> MimiCodec:
+    """The codec to evaluate: a checkpoint, or a ``configs/codec`` name with random weights (for tests).
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+        ValueError: neither (or both) given.
+    """
+    if (checkpoint is None) == (config is None):
+        raise ValueError("give exactly one of a codec checkpoint or a configs/codec name")
+    if checkpoint is not None:
+        if not Path(checkpoint).exists():
+            raise FileNotFoundError(
+                f"codec checkpoint {checkpoint} does not exist; train one with"
+                " `e2e-voice train-codec +experiment=codec_cpu` or point at a .safetensors file"
+            )
+        return load_codec(checkpoint, num_codebooks=num_codebooks)
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
     from e2e_voice.constants import CONFIG_DIR
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"codec={args.codec}"])
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (e.g. `e2e-voice bench`)
+        cfg = compose("config", overrides=[f"codec={config}"])
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"codec={config}"])
     codec: MimiCodec = instantiate(cfg.codec, _convert_="all")
-    if args.num_codebooks:
-        codec.set_num_codebooks(args.num_codebooks)
+    if num_codebooks:
+        codec.set_num_codebooks(num_codebooks)
     return codec
 
 
@@ -256,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not paths:
         parser.error(f"no audio files match {args.audio}")
-    codec = _codec_from_args(args)
+    codec = load_eval_codec(args.checkpoint, args.codec, args.num_codebooks)
     judge = None
     if not args.no_wer:
         from e2e_voice.stt.whisper import WhisperSTT

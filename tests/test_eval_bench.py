@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from e2e_voice.constants import CONFIG_DIR
+from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
 from eval.bench import ROWS, run
 
 pytestmark = pytest.mark.slow
+FIXTURE = REPO_ROOT / "tests/fixtures/dialogues/manifest.jsonl"
 
 
 def test_bench_on_the_fixture(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("bench", overrides=["limit=1", "systems=[loopback,cascade]"])
+        cfg = compose("bench", overrides=[f"manifest={FIXTURE}", "limit=1", "systems=[loopback,cascade]"])
     results = run(cfg, tmp_path)
     summary = results["summary"]
     assert set(summary) == {"loopback", "cascade"}

@@ -52,7 +52,11 @@ def system_factory(
     watermark_backend: str = "perth",
     watermark_options: dict[str, Any] | None = None,
 ) -> Callable[[], DuplexSystem]:
-    """A factory that builds one (watermarked) system per conversation, checked once up front."""
+    """A factory that builds one (watermarked) system per conversation, checked once up front.
+
+    The check also loads what the system's target shares between conversations (the cascade's models
+    with ``share_models: true``, the e2e engine), so the first connection is as fast as the next ones.
+    """
     factory = functools.partial(
         _build, system_cfg, watermark, watermark_model, watermark_backend, watermark_options
     )

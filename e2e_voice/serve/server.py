@@ -1,7 +1,8 @@
 """The full-duplex websocket server: moshi's protocol at ``/api/chat``, one system per conversation.
 
-Each connection gets its own :class:`~e2e_voice.system.DuplexSystem` from a factory (a fresh cascade, or a
-slot of a shared batched engine). Audio arrives as Ogg/Opus pages, is cut into 80 ms frames and stepped
+Each connection gets its own :class:`~e2e_voice.system.DuplexSystem` from a factory (a cascade built on
+models loaded once per process, or a slot of a shared batched engine), so setting up a conversation
+never loads a model. Audio arrives as Ogg/Opus pages, is cut into 80 ms frames and stepped
 through the system on a per-conversation worker thread, so a slow conversation never blocks the event loop
 or the others. A bad message gets an error message (kind 5) and closes that one connection; the server and
 the other conversations carry on.
