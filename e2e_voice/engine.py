@@ -27,7 +27,7 @@ from moshi.models.compression import MimiModel
 from moshi.models.lm import LMModel
 
 from e2e_voice.codec.codec import MimiCodec
-from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
+from e2e_voice.constants import FRAME_SIZE, REPO_ROOT, SAMPLE_RATE
 from e2e_voice.lm.generate import LMStep, Sampling
 from e2e_voice.system import DuplexSystem, SystemOutput
 
@@ -301,6 +301,7 @@ def load_engine(
     from e2e_voice.lm.builders import build_from_config
     from e2e_voice.lm.export import is_export, load_export
 
+    lm_checkpoint = _in_repo(lm_checkpoint)
     if is_export(lm_checkpoint):  # an exported model (e.g. the committed checkpoints/lm_tiny)
         loaded = load_export(lm_checkpoint, device=device)
         codec_path = codec_checkpoint or loaded.codec_checkpoint
@@ -346,6 +347,13 @@ def load_engine(
     )
 
 
+def _in_repo(path: str | Path) -> Path:
+    """``path`` as given, or under the repository root when it is relative and only exists there
+    (the committed ``checkpoints/...`` named from another working directory)."""
+    p = Path(path)
+    return REPO_ROOT / p if not p.exists() and not p.is_absolute() and (REPO_ROOT / p).exists() else p
+
+
 def check_checkpoints(lm_checkpoint: str | Path | None, codec_checkpoint: str | Path | None = None) -> None:
     """Fail early, saying how to get them, when the ``system=e2e`` checkpoints are missing.
 
@@ -353,14 +361,14 @@ def check_checkpoints(lm_checkpoint: str | Path | None, codec_checkpoint: str | 
         FileNotFoundError: ``lm_checkpoint`` (a directory or a ``checkpoint.pt``) or ``codec_checkpoint``
             (a ``.safetensors`` file, when given) does not exist.
     """
-    if lm_checkpoint is None or not Path(lm_checkpoint).exists():
+    if lm_checkpoint is None or not _in_repo(lm_checkpoint).exists():
         raise FileNotFoundError(
             f"system=e2e: the LM checkpoint {lm_checkpoint} does not exist. Train the tiny LM with"
             " `e2e-voice train-lm +experiment=lm_tiny_cpu` (after `e2e-voice train-codec"
             " +experiment=codec_cpu`) and put it at checkpoints/lm_tiny/, or point"
             " system.lm_checkpoint at a train-lm run directory or its checkpoint.pt"
         )
-    if codec_checkpoint is not None and not Path(codec_checkpoint).exists():
+    if codec_checkpoint is not None and not _in_repo(codec_checkpoint).exists():
         raise FileNotFoundError(
             f"system=e2e: the codec checkpoint {codec_checkpoint} does not exist. Train the codec with"
             " `e2e-voice train-codec +experiment=codec_cpu` and copy its codec.safetensors to"
