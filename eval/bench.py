@@ -57,6 +57,7 @@ class ConversationScore:
     scenarios: list[str]
     seconds: float
     run_seconds: float
+    processed_seconds: float = 0.0  # input + the silent tail fed until the assistant went quiet
     latencies: list[float] = field(default_factory=list)
     smooth_takeovers: list[bool] = field(default_factory=list)
     pause_takeovers: list[bool] = field(default_factory=list)
@@ -89,6 +90,7 @@ def score_conversation(
         list(entry.scenarios),
         entry.duration,
         run_seconds,
+        processed_seconds=end,
         intended_text=intended,
         heard_text=heard,
         stages=stages,
@@ -154,7 +156,10 @@ def summarize(scores: list[ConversationScore]) -> dict[str, Any]:
         "interruptions_while_speaking": len(stops),
         "backchannel_continue_rate": _mean([x for s in scores for x in s.backchannel_continues]),
         "wer": m.wer(refs, hyps) if refs else None,
-        "real_time_factor": sum(s.run_seconds for s in scores) / max(1e-9, sum(s.seconds for s in scores)),
+        # Compute time per second of audio the system processed (the input and the silent tail
+        # `converse` feeds until the assistant is quiet), not per second of input.
+        "real_time_factor": sum(s.run_seconds for s in scores)
+        / max(1e-9, sum(s.processed_seconds or s.seconds for s in scores)),
         "prosody": {k: _mean([s.prosody.get(k) for s in scores if s.prosody]) for k in prosody_keys},
         "stages_p50_s": {k: m.p50_p90(v)[0] for k, v in sorted(stages.items())},
     }

@@ -39,3 +39,32 @@ def test_committed_codec_matches_its_model_card() -> None:
     mel = float(multiscale_mel_distance(x, recon, 24_000))
     assert mel < 0.7, mel  # model card: 0.49 on held-out clips; random weights give > 1
     assert torch.equal(codec.encode(x), codes)  # deterministic
+
+
+LM = REPO_ROOT / "checkpoints/lm_tiny"
+
+
+@torch.no_grad()
+def test_committed_lm_matches_its_model_card() -> None:
+    """Teacher-forced loss of the exported tiny LM on a fixture conversation (not in its training data)
+    against a randomly initialised twin: the trained model must be far better on every stream."""
+    from e2e_voice.data.manifest import read_manifest
+    from e2e_voice.lm.builders import build_from_config
+    from e2e_voice.lm.export import load_export
+    from e2e_voice.lm.loss import lm_loss
+    from e2e_voice.lm.streams import Conversation, Word, build_streams
+
+    loaded = load_export(LM)
+    built = loaded.built
+    assert built.n_q == 8 and loaded.codec_checkpoint == CODEC.resolve()
+    entry = read_manifest(REPO_ROOT / "tests/fixtures/dialogues/manifest.jsonl").entries[0]
+    audio = load_audio(entry.audio, mono=False)
+    words = [Word(w.word, w.start, w.end) for w in entry.words_of("assistant")]
+    conv = Conversation(assistant_audio=audio[0], user_audio=audio[1], assistant_words=words)
+    codes = build_streams(conv, load_codec(CODEC), built.tokenizer, built.n_q).codes[None, :, :128]
+    trained = lm_loss(built.model(codes), codes, specials=built.specials)
+    torch.manual_seed(0)
+    fresh = build_from_config(loaded.config["lm"], tokenizer_path=LM / "tokenizer.model")
+    untrained = lm_loss(fresh.model.eval()(codes), codes, specials=fresh.specials)
+    for stream in ("text", "semantic", "acoustic"):
+        assert float(getattr(trained, stream)) < 0.75 * float(getattr(untrained, stream)), stream
