@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 .PHONY: setup models demo test lint format pytest bench clean help
 
 help:
-	@echo "make demo   - set up (first time) and run the offline end-to-end demo"
+	@echo "make demo   - set up (first time), run the offline demo, then the small benchmark suite (e2e vs cascade)"
 	@echo "make test   - set up (first time), lint, type-check and run the test suite"
 	@echo "make setup  - virtualenv, Python packages, system packages (as root), model bundle"
 	@echo "make models - install or repair the offline model bundle"
@@ -22,6 +22,7 @@ models:
 
 demo: setup
 	$(BIN)/e2e-voice demo
+	$(BIN)/e2e-voice bench
 
 lint: setup
 	$(BIN)/ruff check .
