@@ -32,7 +32,7 @@ def test_tiny_experiment_overrides() -> None:
         base = compose("config")
         tiny = compose("config", overrides=["+experiment=tiny"])
     assert base.train.steps > tiny.train.steps
-    assert tiny.codec.n_filters < base.codec.n_filters
+    assert tiny.codec.dimension < base.codec.dimension
     assert tiny.run_name == "tiny"
 
 

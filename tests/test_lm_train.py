@@ -169,7 +169,7 @@ def test_two_process_data_parallel(tmp_path, streams_file):
 @pytest.mark.parametrize(
     ("experiment", "lm_name", "steps"),
     [
-        pytest.param("lm_tiny_cpu", "tiny", 3600, id="tiny-cpu"),
+        pytest.param("lm_tiny_cpu", "tiny", 400, id="tiny-cpu"),
         pytest.param("lm_smol_gpu", "smol", 20000, id="smol-gpu"),
     ],
 )

@@ -84,6 +84,9 @@ class WhisperSTT:
         language: fixed language code, or None to detect.
         beam_size: 1 is greedy decoding.
         threads: CPU threads (0 lets CTranslate2 choose).
+        temperature_fallback: retry a window at rising sampling temperatures when decoding looks
+            degenerate (faster-whisper's default). Off by default: sampling makes the same audio give
+            different transcripts from run to run, which a judge and a reproducible benchmark cannot have.
     """
 
     model: str = "whisper-base"
@@ -93,6 +96,7 @@ class WhisperSTT:
     language: str | None = "en"
     beam_size: int = 1
     threads: int = 0
+    temperature_fallback: bool = False
     _model: Any = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
@@ -110,6 +114,10 @@ class WhisperSTT:
             raise ValueError("cannot transcribe empty audio")
         mono = resample(mono, sample_rate, WHISPER_RATE)
         segments, _ = self._model.transcribe(
-            mono, beam_size=self.beam_size, language=self.language, condition_on_previous_text=False
+            mono,
+            beam_size=self.beam_size,
+            language=self.language,
+            condition_on_previous_text=False,
+            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if self.temperature_fallback else 0.0,
         )
         return " ".join(s.text.strip() for s in segments).strip()
