@@ -15,4 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 """Root of the source checkout (the package is installed in editable mode)."""
 
 CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def in_repo(path: str | Path) -> Path:
+    """``path`` as given, or under the repository root when it is relative and only exists there
+    (a committed ``checkpoints/...`` file named from another working directory)."""
+    p = Path(path).expanduser()
+    return REPO_ROOT / p if not p.exists() and not p.is_absolute() and (REPO_ROOT / p).exists() else p
+
+
 """Hydra configuration directory."""

@@ -27,7 +27,7 @@ from moshi.models.compression import MimiModel
 from moshi.models.lm import LMModel
 
 from e2e_voice.codec.codec import MimiCodec
-from e2e_voice.constants import FRAME_SIZE, REPO_ROOT, SAMPLE_RATE
+from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE, in_repo
 from e2e_voice.lm.generate import LMStep, Sampling
 from e2e_voice.system import DuplexSystem, SystemOutput
 
@@ -301,57 +301,48 @@ def load_engine(
     from e2e_voice.lm.builders import build_from_config
     from e2e_voice.lm.export import is_export, load_export
 
-    lm_checkpoint = _in_repo(lm_checkpoint)
+    lm_checkpoint = in_repo(lm_checkpoint)
     if is_export(lm_checkpoint):  # an exported model (e.g. the committed checkpoints/lm_tiny)
         loaded = load_export(lm_checkpoint, device=device)
+        built = loaded.built
         codec_path = codec_checkpoint or loaded.codec_checkpoint
         if codec_path is None:
             raise ValueError(f"{lm_checkpoint} names no codec checkpoint; pass codec_checkpoint=...")
-        return DuplexEngine(
-            load_codec(codec_path, num_codebooks=loaded.built.n_q, device=device),
-            loaded.built.model,
-            text_piece=getattr(loaded.built.tokenizer, "id_to_piece", None),
-            max_conversations=max_conversations,
-            sampling=sampling,
-        )
-    path = Path(lm_checkpoint)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"LM checkpoint {path} does not exist; train one with `e2e-voice train-lm`")
-    # Our own checkpoint: it also holds optimizer and RNG states (numpy arrays), hence weights_only=False.
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    cfg = ckpt["config"]
-    tokenizer = ckpt.get("tokenizer")
-    tokenizer_path = (path.parent / tokenizer) if tokenizer else cfg["lm"].get("tokenizer")
-    built = build_from_config(cfg["lm"], tokenizer_path=tokenizer_path, device=device)
-    lora = bool((cfg["lm"].get("lora") or {}).get("enabled"))
-    built.model.load_state_dict(ckpt["model"], strict=not lora)
-    if codec_checkpoint is not None:
-        codec = load_codec(codec_checkpoint, num_codebooks=built.n_q, device=device)
+        codec = load_codec(codec_path, num_codebooks=built.n_q, device=device)
     else:
-        codec_cfg = dict(cfg["codec"])
-        if codec_cfg.get("checkpoint") is None and not allow_untrained_codec:
-            raise ValueError(
-                f"the run {path.parent} was trained on codes of an untrained codec (codec.checkpoint=null);"
-                " pass codec_checkpoint=... (the codec used to encode its streams)"
+        path = Path(lm_checkpoint)
+        if path.is_dir():
+            path = path / "checkpoint.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"LM checkpoint {path} does not exist; train one with `e2e-voice train-lm`"
             )
-        codec = instantiate(codec_cfg, _convert_="all")
-    piece = getattr(built.tokenizer, "id_to_piece", None)
+        # Our own checkpoint: it also holds optimizer and RNG states (numpy arrays), hence weights_only=False.
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        cfg = ckpt["config"]
+        tokenizer = ckpt.get("tokenizer")
+        tokenizer_path = (path.parent / tokenizer) if tokenizer else cfg["lm"].get("tokenizer")
+        built = build_from_config(cfg["lm"], tokenizer_path=tokenizer_path, device=device)
+        lora = bool((cfg["lm"].get("lora") or {}).get("enabled"))
+        built.model.load_state_dict(ckpt["model"], strict=not lora)
+        if codec_checkpoint is not None:
+            codec = load_codec(codec_checkpoint, num_codebooks=built.n_q, device=device)
+        else:
+            codec_cfg = dict(cfg["codec"])
+            if codec_cfg.get("checkpoint") is None and not allow_untrained_codec:
+                raise ValueError(
+                    f"the run {path.parent} was trained on codes of an untrained codec"
+                    " (codec.checkpoint=null); pass codec_checkpoint=..."
+                    " (the codec used to encode its streams)"
+                )
+            codec = instantiate(codec_cfg, _convert_="all")
     return DuplexEngine(
         codec,
         built.model,
-        text_piece=piece,
+        text_piece=getattr(built.tokenizer, "id_to_piece", None),
         max_conversations=max_conversations,
         sampling=sampling,
     )
-
-
-def _in_repo(path: str | Path) -> Path:
-    """``path`` as given, or under the repository root when it is relative and only exists there
-    (the committed ``checkpoints/...`` named from another working directory)."""
-    p = Path(path)
-    return REPO_ROOT / p if not p.exists() and not p.is_absolute() and (REPO_ROOT / p).exists() else p
 
 
 def check_checkpoints(lm_checkpoint: str | Path | None, codec_checkpoint: str | Path | None = None) -> None:
@@ -361,14 +352,14 @@ def check_checkpoints(lm_checkpoint: str | Path | None, codec_checkpoint: str | 
         FileNotFoundError: ``lm_checkpoint`` (a directory or a ``checkpoint.pt``) or ``codec_checkpoint``
             (a ``.safetensors`` file, when given) does not exist.
     """
-    if lm_checkpoint is None or not _in_repo(lm_checkpoint).exists():
+    if lm_checkpoint is None or not in_repo(lm_checkpoint).exists():
         raise FileNotFoundError(
             f"system=e2e: the LM checkpoint {lm_checkpoint} does not exist. Train the tiny LM with"
             " `e2e-voice train-lm +experiment=lm_tiny_cpu` (after `e2e-voice train-codec"
             " +experiment=codec_cpu`) and put it at checkpoints/lm_tiny/, or point"
             " system.lm_checkpoint at a train-lm run directory or its checkpoint.pt"
         )
-    if codec_checkpoint is not None and not _in_repo(codec_checkpoint).exists():
+    if codec_checkpoint is not None and not in_repo(codec_checkpoint).exists():
         raise FileNotFoundError(
             f"system=e2e: the codec checkpoint {codec_checkpoint} does not exist. Train the codec with"
             " `e2e-voice train-codec +experiment=codec_cpu` and copy its codec.safetensors to"

@@ -35,7 +35,7 @@ from torch import nn
 
 from e2e_voice.audio.io import resample
 from e2e_voice.codec.mimi import ARCH_KEYS, build_mimi
-from e2e_voice.constants import REPO_ROOT
+from e2e_voice.constants import in_repo
 
 CHANNEL_MODES = ("mix", "fold")
 ARCH_METADATA_KEY = "e2e_voice.codec_arch"
@@ -293,9 +293,7 @@ def _resolve_checkpoint(checkpoint: str | Path) -> Path:
 
     if str(checkpoint) in MODELS:
         return resolve_file(str(checkpoint))
-    path = Path(checkpoint).expanduser()
-    if not path.is_file() and not path.is_absolute() and (REPO_ROOT / path).is_file():
-        path = REPO_ROOT / path  # a committed checkpoint (checkpoints/...) named from another directory
+    path = in_repo(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(
             f"codec checkpoint {path} not found; pass a safetensors file (ours or Kyutai's"
