@@ -112,8 +112,8 @@ def measure(codec_name: str, batch: int, ticks: int) -> dict[str, float]:
 def _speech() -> np.ndarray:
     from e2e_voice.audio.io import load_audio
 
-    manifest = Path("tests/fixtures/dialogues/audio")
-    return np.concatenate([load_audio(p)[0] for p in sorted(manifest.glob("*.flac"))]).astype(np.float32)
+    audio_dir = Path("tests/fixtures/dialogues/audio")
+    return np.concatenate([load_audio(p)[0] for p in sorted(audio_dir.glob("*.flac"))]).astype(np.float32)
 
 
 def main() -> None:

@@ -52,15 +52,14 @@ def test_committed_lm_matches_its_model_card() -> None:
     from e2e_voice.lm.builders import build_from_config
     from e2e_voice.lm.export import load_export
     from e2e_voice.lm.loss import lm_loss
-    from e2e_voice.lm.streams import Conversation, Word, build_streams
+    from e2e_voice.lm.streams import build_streams
+    from train.lm_data import conversation_from_entry
 
     loaded = load_export(LM)
     built = loaded.built
     assert built.n_q == 8 and loaded.codec_checkpoint == CODEC.resolve()
     entry = read_manifest(REPO_ROOT / "tests/fixtures/dialogues/manifest.jsonl").entries[0]
-    audio = load_audio(entry.audio, mono=False)
-    words = [Word(w.word, w.start, w.end) for w in entry.words_of("assistant")]
-    conv = Conversation(assistant_audio=audio[0], user_audio=audio[1], assistant_words=words)
+    conv = conversation_from_entry(entry)
     codes = build_streams(conv, load_codec(CODEC), built.tokenizer, built.n_q).codes[None, :, :128]
     trained = lm_loss(built.model(codes), codes, specials=built.specials)
     torch.manual_seed(0)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from e2e_voice.audio.io import resample, save_audio
 from e2e_voice.constants import SAMPLE_RATE
+from e2e_voice.data.manifest import DialogueEntry
 from e2e_voice.lm.streams import ZERO_TOKEN, Codec, Conversation, TextTokenizer, Word, build_streams
 from e2e_voice.lm.tokenizer import SentencePieceTokenizer, train_sentencepiece
 
@@ -259,6 +260,16 @@ def make_smoke_corpus(
     return save_streams(out / "streams.pt", streams, meta)
 
 
+def conversation_from_entry(entry: DialogueEntry) -> Conversation:
+    """A manifest :class:`~e2e_voice.data.manifest.DialogueEntry` as the stream builder's input:
+    channel 0 (the assistant, with its aligned words) and channel 1 (the user)."""
+    from e2e_voice.audio.io import load_audio
+
+    audio = load_audio(entry.audio, mono=False)
+    words = [Word(w.word, w.start, w.end) for w in entry.words_of("assistant")]
+    return Conversation(assistant_audio=audio[0], user_audio=audio[1], assistant_words=words)
+
+
 def streams_from_manifest(
     out_path: str | Path,
     codec: Codec,
@@ -278,7 +289,6 @@ def streams_from_manifest(
     Returns:
         The streams file; its metadata holds ``n_valid``, the number of leading validation streams.
     """
-    from e2e_voice.audio.io import load_audio
     from e2e_voice.data.manifest import read_manifest
 
     def entries(paths: Sequence[str | Path]) -> list[Any]:
@@ -298,10 +308,7 @@ def streams_from_manifest(
         tokenizer = SentencePieceTokenizer(tok_path)
     streams, dropped, seconds = [], 0, 0.0
     for entry in tqdm(valid + train, desc="encode corpus", unit="conv"):
-        audio = load_audio(entry.audio, mono=False)
-        words = [Word(w.word, w.start, w.end) for w in entry.words_of("assistant")]
-        conv = Conversation(assistant_audio=audio[0], user_audio=audio[1], assistant_words=words)
-        built = build_streams(conv, codec, tokenizer, n_q)
+        built = build_streams(conversation_from_entry(entry), codec, tokenizer, n_q)
         dropped += built.text.words_dropped
         seconds += entry.duration
         streams.append(built.codes)
