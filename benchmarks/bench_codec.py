@@ -3,7 +3,7 @@
 RTF = compute seconds / audio seconds (below 1 is faster than real time). Random weights (speed does
 not depend on them). Writes runs/bench/codec.json and codec.md.
 
-    python benchmarks/bench_codec.py [--seconds 4] [--threads 2] [--variants tiny small kyutai]
+    python benchmarks/bench_codec.py [--seconds 4] [--threads 2] [--variants tiny small cpu_spectral kyutai]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ VARIANTS: dict[str, list[str]] = {
     "tiny": ["codec=tiny"],
     "tiny_25hz": ["codec=tiny", "+codec.frame_rate=25.0"],
     "small": ["codec=small"],
+    "cpu_spectral": ["codec=cpu", "codec.checkpoint=null"],  # the committed codec's architecture
     "kyutai": ["codec=kyutai"],
 }
 

@@ -257,6 +257,44 @@ def to_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+CORPUS_CHANNELS = {"assistant": 0, "user": 1}  # the synthetic corpus's layout (issue #3)
+
+
+def turn_clips(manifest: str | Path, pad_s: float = 0.2) -> list[Clip]:
+    """Every turn of a corpus manifest's conversations as a clip, cut from its speaker's channel.
+
+    The turn's text is the reference. ``pad_s`` of context is kept on each side (clipped to the file).
+
+    Raises:
+        FileNotFoundError: the manifest or one of its audio files is missing.
+        ValueError: a line has no ``turns``, or a turn names an unknown speaker.
+    """
+    from e2e_voice.audio.io import load_audio
+
+    path = Path(manifest)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found; write a corpus with `e2e-voice synth-data`")
+    clips = []
+    for n, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if "turns" not in row:
+            raise ValueError(
+                f"{path}:{n + 1} has no 'turns' (keys {sorted(row)}); is it a synth-data manifest?"
+            )
+        audio = load_audio(path.parent / row["audio"], SAMPLE_RATE, mono=False)  # [C, T]
+        for k, turn in enumerate(row["turns"]):
+            if turn["speaker"] not in CORPUS_CHANNELS:
+                raise ValueError(f"{path}:{n + 1} turn {k}: unknown speaker {turn['speaker']!r}")
+            channel = audio[min(CORPUS_CHANNELS[turn["speaker"]], audio.shape[0] - 1)]
+            start = max(int((turn["start"] - pad_s) * SAMPLE_RATE), 0)
+            end = min(int((turn["end"] + pad_s) * SAMPLE_RATE), channel.size)
+            name = f"{row.get('id', path.stem)}_{k:02d}_{turn['speaker']}"
+            clips.append(Clip(name, channel[start:end].copy(), turn.get("text")))
+    return clips
+
+
 def load_eval_codec(
     checkpoint: str | None = None, config: str | None = None, num_codebooks: int | None = None
 ) -> MimiCodec:
@@ -297,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="codec safetensors (ours, Kyutai's, or mimi-kyutai)")
     src.add_argument("--codec", help="a configs/codec name with random weights (to test the pipeline)")
-    parser.add_argument("--audio", nargs="+", required=True, help="audio files or globs")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--audio", nargs="+", help="audio files or globs (a .txt next to a file is its transcript)"
+    )
+    what.add_argument("--turns", help="a synth-data manifest: evaluate every turn of its conversations")
     parser.add_argument("--num-codebooks", type=int, default=None, help="RVQ levels to use")
     parser.add_argument("--out", default="runs/eval_codec/latest", help="output folder")
     parser.add_argument("--no-wer", action="store_true", help="skip the Whisper judge")
@@ -307,9 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     paths = sorted(
-        {Path(p) for pat in args.audio for p in glob.glob(pat, recursive=True) if Path(p).is_file()}
+        {Path(p) for pat in args.audio or [] for p in glob.glob(pat, recursive=True) if Path(p).is_file()}
     )
-    if not paths:
+    if args.audio and not paths:
         parser.error(f"no audio files match {args.audio}")
     codec = load_eval_codec(args.checkpoint, args.codec, args.num_codebooks)
     judge = None
@@ -317,7 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         from e2e_voice.stt.whisper import WhisperSTT
 
         judge = WhisperSTT()
-    summary = evaluate(codec, paths, Path(args.out), judge, args.plots)
+    if args.turns:
+        summary = evaluate_clips(codec, turn_clips(args.turns), Path(args.out), judge, args.plots)
+    else:
+        summary = evaluate(codec, paths, Path(args.out), judge, args.plots)
     print(to_markdown(summary))
     print(f"wrote {args.out}/codec_metrics.json, codec_metrics.md and spectrogram PNGs")
     return 0

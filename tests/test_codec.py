@@ -27,12 +27,14 @@ TINY: dict[str, Any] = {
     "transformer_ff": 512,
     "quantizer_dimension": 64,
 }
+SPECTRAL: dict[str, Any] = {"frontend": "spectral", "ratios": (2, 2), "n_mels": 40, "envelope_bands": 32}
 VARIANTS = [
     pytest.param({**TINY, "num_codebooks": 4}, id="tiny"),
     pytest.param({**TINY, "num_codebooks": 4, "frame_rate": 25.0}, id="tiny-25hz"),
     pytest.param(
         {"n_filters": 32, "transformer_layers": 2, "quantizer_levels": 8, "num_codebooks": 8}, id="small"
     ),
+    pytest.param({**TINY, **SPECTRAL, "num_codebooks": 4}, id="tiny-spectral"),
     pytest.param(
         {"n_filters": 64, "transformer_layers": 8, "quantizer_levels": 32, "num_codebooks": 8},
         id="kyutai-arch",
@@ -75,7 +77,7 @@ def test_streaming_equals_whole_clip(kwargs: dict[str, Any], speech: torch.Tenso
     torch.testing.assert_close(torch.cat(step_audio, -1), audio, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS[:3])
+@pytest.mark.parametrize("kwargs", VARIANTS[:4])
 @torch.no_grad()
 def test_causality(kwargs: dict[str, Any], speech: torch.Tensor) -> None:
     codec = _codec(kwargs)
@@ -157,6 +159,34 @@ def test_half_precision_export(tmp_path: Path, speech: torch.Tensor) -> None:
     ref, out = codec.decode(codes), loaded.decode(codes)
     snr = 10 * torch.log10(ref.pow(2).sum() / (ref - out).pow(2).sum())
     assert snr > 30, snr
+
+
+@torch.no_grad()
+def test_spectral_round_trip_and_export(tmp_path: Path, speech: torch.Tensor) -> None:
+    """The spectral variant saves and loads exactly; its fixed STFT kernels are rebuilt, not stored."""
+    codec = _codec({**TINY, **SPECTRAL, "num_codebooks": 3})
+    x = speech[..., : 4 * codec.frame_size]
+    codes = codec.encode(x)
+    path = save_codec(codec, tmp_path / "spectral.safetensors")
+    loaded = load_codec(path)
+    assert loaded.arch["frontend"] == "spectral"
+    assert torch.equal(loaded.encode(x), codes)
+    assert torch.equal(loaded.decode(codes), codec.decode(codes))
+    half = load_codec(save_codec(codec, tmp_path / "half.safetensors", dtype=torch.float16))
+    with safe_open(str(tmp_path / "half.safetensors"), framework="pt") as f:
+        assert not any("stft" in k and k.endswith("weight") for k in f.keys())  # noqa: SIM118
+    torch.testing.assert_close(
+        half.model.encoder.stft.conv.conv.conv.weight, codec.model.encoder.stft.conv.conv.conv.weight
+    )
+
+
+def test_spectral_config_errors() -> None:
+    with pytest.raises(ValueError, match="frontend must be one of"):
+        build_codec(**TINY, frontend="mel")
+    with pytest.raises(ValueError, match="4 x stft_hop"):
+        build_codec(**TINY, **SPECTRAL, n_fft=1024)
+    with pytest.raises(ValueError, match="divided by a whole number"):
+        build_codec(**{**TINY, **SPECTRAL, "ratios": (3, 2)})
 
 
 def test_checkpoint_wrong_architecture(tmp_path: Path) -> None:
@@ -266,6 +296,7 @@ def test_training_forward_matches_encode_decode(tiny: MimiCodec, speech: torch.T
         pytest.param(["codec=tiny"], id="tiny"),
         pytest.param(["codec=tiny", "+codec.frame_rate=25.0"], id="tiny-25hz"),
         pytest.param(["codec=small"], id="small"),
+        pytest.param(["codec=cpu", "codec.checkpoint=null"], id="cpu"),
     ],
 )
 def test_codec_configs_instantiate(overrides: list[str]) -> None:

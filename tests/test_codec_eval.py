@@ -11,7 +11,7 @@ import pytest
 from e2e_voice.audio.io import save_audio
 from e2e_voice.codec import build_codec, randomize_codebooks
 from e2e_voice.constants import SAMPLE_RATE
-from eval.codec import evaluate, main, pesq_wb, si_sdr, stoi
+from eval.codec import evaluate, main, pesq_wb, si_sdr, stoi, turn_clips
 from tests.helpers import espeak_speech
 
 TEXT = "Metrics should tell a clean copy from noise."
@@ -71,3 +71,30 @@ def test_cli_with_whisper_judge(speech: np.ndarray, tmp_path: Path) -> None:
     mean = json.loads((tmp_path / "o" / "codec_metrics.json").read_text())["mean"]
     assert mean["wer_original"] < 0.5  # the judge understands espeak
     assert mean["wer_reconstruction"] > mean["wer_original"]  # and not a random-weight codec
+
+
+def test_turn_clips_cut_each_turn_from_its_speaker_channel(tmp_path: Path) -> None:
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    assistant = (0.2 * np.sin(2 * np.pi * 300 * t) * (t >= 2.0)).astype(np.float32)
+    user = (0.2 * np.sin(2 * np.pi * 150 * t) * (t < 1.0)).astype(np.float32)
+    (tmp_path / "audio").mkdir()
+    save_audio(tmp_path / "audio" / "c.flac", np.stack([assistant, user]), SAMPLE_RATE)
+    turns = [
+        {"speaker": "user", "start": 0.1, "end": 0.9, "text": "hello there"},
+        {"speaker": "assistant", "start": 2.1, "end": 2.95, "text": "hi"},
+    ]
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text(json.dumps({"id": "c", "audio": "audio/c.flac", "turns": turns}) + "\n")
+    clips = turn_clips(manifest, pad_s=0.1)
+    assert [c.name for c in clips] == ["c_00_user", "c_01_assistant"]
+    assert [c.reference for c in clips] == ["hello there", "hi"]
+    assert abs(clips[0].audio.size - SAMPLE_RATE) <= 2  # 0.1 s .. 0.9 s plus 0.1 s on each side
+    assert np.abs(clips[0].audio).max() > 0.1  # the user's tone, not the silent assistant channel
+    assert clips[1].audio.size == 3 * SAMPLE_RATE - int(2.0 * SAMPLE_RATE)  # clipped at the file's end
+    assert np.abs(clips[1].audio).max() > 0.1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "c", "audio": "audio/c.flac"}) + "\n")
+    with pytest.raises(ValueError, match="no 'turns'"):
+        turn_clips(bad)
+    with pytest.raises(FileNotFoundError, match="synth-data"):
+        turn_clips(tmp_path / "missing.jsonl")

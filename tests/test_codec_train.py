@@ -17,8 +17,8 @@ from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
 from tests.helpers import espeak_speech
 from train.codec import CodecTrainer
 from train.codec_data import CropSampler, find_audio, read_manifest
-from train.codec_losses import DistillationHead
-from train.teachers import WhisperEncoderTeacher
+from train.codec_losses import DistillationHead, SpectrumLoss, anti_wrap
+from train.teachers import TeacherCache, WhisperEncoderTeacher
 
 SENTENCES = ["A tiny corpus for the codec.", "Resume must continue exactly.", "Seven silver spoons."]
 
@@ -156,3 +156,64 @@ def test_cli_train_codec(corpus: Path, tmp_path: Path, monkeypatch: pytest.Monke
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "metrics.jsonl").is_file()
     codec = load_codec(tmp_path / "codec.safetensors")
     assert codec.num_codebooks == 4 and codec.arch["n_filters"] == 16
+
+
+def test_sampler_splits_channels_and_skips_silence(tmp_path: Path) -> None:
+    """A two-channel conversation gives one clip per side; min_rms redraws silent crops."""
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) * (t < 1.0)  # one second of tone, then silence
+    right = np.zeros_like(t)
+    save_audio(tmp_path / "conv.wav", np.stack([left, right]).astype(np.float32), SAMPLE_RATE)
+    paths = [tmp_path / "conv.wav"]
+    assert len(CropSampler.from_files(paths, 1920).clips) == 1
+    split = CropSampler.from_files(paths, 1920, channels="split", seed=0)
+    assert len(split.clips) == 2
+    silent = (split.next_batch(256).square().mean(dim=-1).sqrt() < 1e-3).float().mean()
+    assert silent > 0.8  # 1 s of sound in 8 s of audio: most random crops are silent
+    picky = CropSampler.from_files(paths, 1920, channels="split", seed=0, min_rms=0.01)
+    batch = picky.next_batch(256)
+    loud = batch.square().mean(dim=-1).sqrt().flatten() >= 0.01
+    assert loud.float().mean() > 2 * (1 - silent)  # ~1 - 0.87^10 = 75% loud, instead of ~13%
+    assert all(i == 0 and start < SAMPLE_RATE for (i, start), ok in zip(picky.last_origins, loud) if ok)
+    with pytest.raises(ValueError, match="'mix' or 'split'"):
+        CropSampler.from_files(paths, 1920, channels="left")
+
+
+def test_teacher_cache_matches_crops() -> None:
+    """Cached whole-clip features are cut at each crop's origin (50 Hz, 480 samples a frame)."""
+
+    class Ramp:  # feature t of a clip = the audio sample at the start of frame t (tracks positions)
+        dim = 2
+
+        def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+            frames = audio[0, 0, ::480][: audio.shape[-1] // 480]
+            return torch.stack([frames, -frames], dim=-1)[None]
+
+    clips = [torch.arange(3 * SAMPLE_RATE, dtype=torch.float32) / SAMPLE_RATE, torch.ones(5000)]
+    cache = TeacherCache(Ramp(), clips, window_s=1.0)  # several windows per clip are stitched
+    assert cache.features[0].shape == (150, 2) and cache.features[1].shape == (10, 2)
+    out = cache.crops([(0, 48_000), (1, 0)], 1920)
+    assert out.shape == (2, 4, 2)
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([2.0, 2.02, 2.04, 2.06]), atol=2e-3, rtol=0)
+    assert torch.equal(out[1, :, 0], torch.ones(4))
+
+
+def test_spectrum_loss_is_zero_for_the_true_spectrum() -> None:
+    n_fft, hop = 960, 240
+    x = torch.randn(2, 1, 32 * hop) * 0.1
+    target = torch.stft(
+        torch.nn.functional.pad(x[:, 0], (0, n_fft - hop)),
+        n_fft,
+        hop,
+        window=torch.hann_window(n_fft),
+        center=False,
+        return_complex=True,
+    )
+    exact = torch.cat([torch.log(target.abs().clamp(min=1e-5)), torch.angle(target) + 2 * torch.pi], 1)
+    loss = SpectrumLoss(n_fft, hop)
+    zero = loss(x, exact)
+    assert zero["spec/amp"] < 1e-4 and zero["spec/phase"] < 1e-3  # a 2 pi offset is no error
+    noisy = exact.clone()
+    noisy[:, n_fft // 2 + 1 :] = torch.rand_like(noisy[:, n_fft // 2 + 1 :]) * 2 * torch.pi
+    assert loss(x, noisy)["spec/phase"] > 0.5
+    assert float(anti_wrap(torch.tensor(2 * torch.pi - 0.1))) == pytest.approx(0.1, abs=1e-5)

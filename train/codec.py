@@ -1,6 +1,8 @@
 """``e2e-voice train-codec``: train a Mimi codec (Hydra + accelerate).
 
 Losses (namespaced keys): ``rec/mel`` multi-scale log-mel L1 and ``rec/l1`` waveform L1;
+``spec/amp`` and ``spec/phase`` direct supervision of a spectral decoder's STFT frames (log-magnitude L1,
+anti-wrapped phase errors; ``frontend: spectral`` codecs only);
 ``adv/gen`` hinge loss and ``adv/feat`` feature matching against a multi-scale STFT discriminator
 (``disc/loss``); ``vq/commit`` RVQ commitment (moshi's codebooks follow an EMA of their assigned
 latents and replace dead entries in training mode, so they need no gradient); ``distill/cos``
@@ -33,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from e2e_voice.codec import MimiCodec, save_codec
+from e2e_voice.codec.stft_layers import SpectralDecoder
 from e2e_voice.constants import CONFIG_DIR
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.codec_data import CropSampler, find_audio
@@ -40,12 +43,14 @@ from train.codec_losses import (
     DistillationHead,
     MultiScaleSTFTDiscriminator,
     ReconstructionLoss,
+    SpectrumLoss,
     discriminator_loss,
     generator_losses,
 )
+from train.teachers import TeacherCache
 
 log = logging.getLogger(__name__)
-LOSS_KEYS = ("rec/mel", "rec/l1", "adv/gen", "adv/feat", "vq/commit", "distill/cos")
+LOSS_KEYS = ("rec/mel", "rec/l1", "spec/amp", "spec/phase", "adv/gen", "adv/feat", "vq/commit", "distill/cos")
 
 
 def _codebooks(codec: MimiCodec) -> list[torch.nn.Module]:
@@ -94,6 +99,16 @@ class CodecTrainer:
         self.rec = ReconstructionLoss(
             codec.sample_rate, tuple(cfg.loss.mel_n_ffts), tuple(cfg.loss.mel_n_mels)
         )
+        self.spectrum_loss = None
+        if self.weights["spec/amp"] > 0 or self.weights["spec/phase"] > 0:
+            if codec.arch.get("frontend") != "spectral":
+                raise ValueError(
+                    "loss.weights.spec_amp / spec_phase supervise a spectral decoder; this codec is"
+                    f" frontend={codec.arch.get('frontend', 'waveform')!r} (set them to 0)"
+                )
+            decoder = codec.model.decoder
+            assert isinstance(decoder, SpectralDecoder)
+            self.spectrum_loss = SpectrumLoss(decoder.istft.n_fft, decoder.istft.hop)
 
         gen_params = list(codec.parameters()) + (list(self.distill.parameters()) if self.distill else [])
         betas = (float(cfg.optim.beta1), float(cfg.optim.beta2))
@@ -107,7 +122,20 @@ class CodecTrainer:
         if crop < codec.frame_size:
             raise ValueError(f"data.crop_seconds={cfg.data.crop_seconds} is shorter than one codec frame")
         paths = find_audio(cfg.data.files, cfg.data.manifest, cfg.data.audio_key)
-        self.data = CropSampler.from_files(paths, crop, seed=int(cfg.seed))
+        self.data = CropSampler.from_files(
+            paths,
+            crop,
+            seed=int(cfg.seed),
+            channels=str(cfg.data.get("channels", "mix")),
+            min_rms=float(cfg.data.get("min_rms", 0.0)),
+        )
+        # Teacher features of whole clips, once (see TeacherCache); batches passed in by hand use the
+        # live teacher since their origin is unknown.
+        self.teacher_cache = (
+            TeacherCache(self.teacher, self.data.clips)
+            if self.teacher is not None and cfg.get("distill_cache", False)
+            else None
+        )
 
         self.codec, self.disc, self.opt_g, self.opt_d = self.accelerator.prepare(
             codec, self.disc, self.opt_g, self.opt_d
@@ -130,6 +158,12 @@ class CodecTrainer:
         x = (self.data.next_batch(int(cfg.train.batch_size)) if batch is None else batch).to(
             self.accelerator.device
         )
+        target = None
+        if self.teacher is not None:
+            if self.teacher_cache is not None and batch is None:
+                target = self.teacher_cache.crops(self.data.last_origins, x.shape[-1]).to(x.device)
+            else:
+                target = self.teacher(x)
         total = codec.total_codebooks
         n_q = total
         if torch.rand(()) < float(cfg.quantizer_dropout):
@@ -137,14 +171,16 @@ class CodecTrainer:
         codec.set_num_codebooks(n_q)
         codec.train()
         self.disc.train()
-        adversarial = self.step >= int(cfg.adv_start)
+        adversarial = cfg.adv_start is not None and self.step >= int(cfg.adv_start)
 
         with self.accelerator.autocast():
             out = self.codec(x)
             losses = dict(self.rec(x, out.audio.float()))
             losses["vq/commit"] = out.commitment
-            if self.teacher is not None and self.distill is not None:
-                losses["distill/cos"] = self.distill(out.semantic, self.teacher(x))
+            if self.spectrum_loss is not None and out.spectrum is not None:
+                losses.update(self.spectrum_loss(x, out.spectrum.float()))
+            if target is not None and self.distill is not None:
+                losses["distill/cos"] = self.distill(out.semantic, target)
             if adversarial:
                 real = self.disc(x)
                 fake = self.disc(out.audio.float())

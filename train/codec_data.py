@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -75,33 +76,66 @@ class CropSampler:
         clips: mono 24 kHz clips ``[T]``.
         crop_samples: crop length (a multiple of the codec frame size).
         seed: generator seed.
+        min_rms: redraw a crop whose RMS is below this (up to ``max_tries`` draws, then keep the last):
+            a two-channel conversation is silent on each side about half the time, and a batch of
+            silence teaches a codec little. 0 keeps every draw.
+        max_tries: draws per crop when ``min_rms`` is set.
     """
 
-    def __init__(self, clips: list[torch.Tensor], crop_samples: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        clips: list[torch.Tensor],
+        crop_samples: int,
+        seed: int = 0,
+        min_rms: float = 0.0,
+        max_tries: int = 10,
+    ) -> None:
         if not clips:
             raise ValueError("CropSampler needs at least one clip")
         self.clips = clips
         self.crop = crop_samples
+        self.min_rms = float(min_rms)
+        self.max_tries = int(max_tries)
         self.gen = torch.Generator().manual_seed(seed)
         self.position = 0  # batches drawn so far
+        self.last_origins: list[tuple[int, int]] = []  # (clip index, start sample) of the last batch
 
     @classmethod
-    def from_files(cls, paths: Sequence[Path], crop_samples: int, seed: int = 0) -> CropSampler:
-        clips = [
-            torch.from_numpy(load_audio(p, SAMPLE_RATE, mono=True)[0]) for p in tqdm(paths, desc="load audio")
-        ]
+    def from_files(
+        cls,
+        paths: Sequence[Path],
+        crop_samples: int,
+        seed: int = 0,
+        channels: str = "mix",
+        min_rms: float = 0.0,
+    ) -> CropSampler:
+        """Load ``paths`` at 24 kHz; ``channels="split"`` makes each channel of a file its own clip."""
+        if channels not in ("mix", "split"):
+            raise ValueError(f"data.channels must be 'mix' or 'split', got {channels!r}")
+        clips: list[torch.Tensor] = []
+        for p in tqdm(paths, desc="load audio"):
+            audio = load_audio(p, SAMPLE_RATE, mono=channels == "mix")  # [C, T]
+            clips.extend(torch.from_numpy(np.ascontiguousarray(c)) for c in audio)
         clips = [c for c in clips if c.numel() > 0]
-        return cls(clips, crop_samples, seed)
+        return cls(clips, crop_samples, seed, min_rms=min_rms)
+
+    def _draw(self) -> tuple[int, int, torch.Tensor]:
+        i = int(torch.randint(len(self.clips), (1,), generator=self.gen))
+        clip = self.clips[i]
+        start = int(torch.randint(max(clip.numel() - self.crop, 0) + 1, (1,), generator=self.gen))
+        return i, start, clip[start : start + self.crop]
 
     def next_batch(self, batch_size: int) -> torch.Tensor:
         """``[B, 1, crop]`` crops; clips shorter than a crop are zero-padded at the end."""
         out = torch.zeros(batch_size, 1, self.crop)
-        idx = torch.randint(len(self.clips), (batch_size,), generator=self.gen)
-        for b, i in enumerate(idx.tolist()):
-            clip = self.clips[i]
-            start = int(torch.randint(max(clip.numel() - self.crop, 0) + 1, (1,), generator=self.gen))
-            piece = clip[start : start + self.crop]
+        self.last_origins = []
+        for b in range(batch_size):
+            for _ in range(self.max_tries if self.min_rms > 0 else 1):
+                i, start, piece = self._draw()
+                if float(piece.square().mean().sqrt()) >= self.min_rms:
+                    break
             out[b, 0, : piece.numel()] = piece
+            self.last_origins.append((i, start))
         self.position += 1
         return out
 

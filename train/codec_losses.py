@@ -117,3 +117,58 @@ class DistillationHead(nn.Module):
             teacher.transpose(1, 2), size=student.shape[-1], mode="linear", align_corners=False
         )
         return (1 - F.cosine_similarity(student, target.to(student), dim=1)).mean()
+
+
+def anti_wrap(x: torch.Tensor) -> torch.Tensor:
+    """Distance of a phase difference to the nearest multiple of 2 pi (APNet's anti-wrapping function)."""
+    return (x - 2 * torch.pi * torch.round(x / (2 * torch.pi))).abs()
+
+
+class SpectrumLoss(nn.Module):
+    """Direct supervision of a spectral decoder's STFT frames (the ``spectral`` codec variant).
+
+    The decoder's frame ``j`` is overlap-added at samples ``[j * hop, j * hop + n_fft)``, so its target
+    is the STFT of the input over that window. Losses (as in APNet, Ai & Ling 2023):
+
+    - ``spec/amp``: L1 between predicted and target log-magnitudes;
+    - ``spec/phase``: anti-wrapped errors of the instantaneous phase, the group delay (phase difference
+      between adjacent bins) and the instantaneous frequency (phase advance between adjacent frames),
+      averaged, each weighted by the target magnitude so that harmonics count and noise-floor bins,
+      whose phase is arbitrary, do not.
+
+    Why: with the multi-scale mel loss alone the small spectral codec learned the spectral envelope but
+    emitted noise-like phase (no harmonics, unintelligible after 1500 steps); a phase loss is cheap
+    where a discriminator cost 6x the step time on CPU.
+
+    Args:
+        n_fft: the decoder's STFT window.
+        hop: its hop.
+    """
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.window: torch.Tensor
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, reference: torch.Tensor, spectrum: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``reference`` [B, 1, T] audio, ``spectrum`` [B, 2F, T / hop] log-magnitudes then phases."""
+        from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE
+
+        x = F.pad(reference[:, 0], (0, self.n_fft - self.hop))
+        target = torch.stft(
+            x, self.n_fft, self.hop, window=self.window.to(x), center=False, return_complex=True
+        )  # [B, F, N]
+        n = min(target.shape[-1], spectrum.shape[-1])
+        target = target[..., :n]
+        bins = spectrum.shape[1] // 2
+        log_mag = spectrum[:, :bins, :n].clamp(max=MAX_LOG_MAGNITUDE)
+        phase = spectrum[:, bins:, :n]
+        mag = target.abs()
+        amp = (log_mag - torch.log(mag.clamp(min=1e-5))).abs().mean()
+        weight = mag / (mag.mean() + 1e-8)
+        true_phase = torch.angle(target)
+        ip = (anti_wrap(phase - true_phase) * weight).mean()
+        gd = (anti_wrap(phase.diff(dim=1) - true_phase.diff(dim=1)) * weight[:, 1:]).mean()
+        iaf = (anti_wrap(phase.diff(dim=2) - true_phase.diff(dim=2)) * weight[..., 1:]).mean()
+        return {"spec/amp": amp, "spec/phase": (ip + gd + iaf) / 3}

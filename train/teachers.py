@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from e2e_voice.audio.io import resample
 from e2e_voice.constants import SAMPLE_RATE
@@ -98,3 +99,57 @@ class HFTeacher:
         dev = next(self._model.parameters()).device
         out = self._model(torch.from_numpy(x).to(dev), output_hidden_states=True)
         return out.hidden_states[self.layer].to(audio.device)
+
+
+TEACHER_FRAME_RATE = 50  # Whisper's encoder and WavLM/HuBERT both give 50 features per second
+
+
+class TeacherCache:
+    """A teacher's features of whole clips, computed once, then cut to each batch's crops.
+
+    Running the teacher on every batch cost as much as the codec's own training step on CPU. Features
+    of a whole clip (in windows of ``window_s``) also see more context than a 1-2 s crop would, closer to
+    Mimi's long-context WavLM targets. Features are kept in float16 (~50 KB per second of audio for
+    Whisper base's 512 dimensions).
+
+    Args:
+        teacher: the frozen teacher.
+        clips: the sampler's clips, mono 24 kHz ``[T]``.
+        window_s: longest piece given to the teacher at once (Whisper takes at most 30 s).
+    """
+
+    def __init__(self, teacher: Teacher, clips: list[torch.Tensor], window_s: float = 20.0) -> None:
+        self.hop = SAMPLE_RATE // TEACHER_FRAME_RATE  # 480 samples per feature
+        self.dim = teacher.dim
+        window = max(int(window_s * SAMPLE_RATE) // self.hop, 1) * self.hop
+        min_piece = SAMPLE_RATE // 2  # shorter pieces are zero-padded: tiny inputs break conv front ends
+        self.features: list[torch.Tensor] = []
+        for clip in tqdm(clips, desc="teacher features"):
+            parts = []
+            for start in range(0, clip.numel(), window):
+                piece = clip[start : start + window]
+                n = piece.numel() // self.hop
+                if n == 0:
+                    break
+                padded = torch.nn.functional.pad(piece, (0, max(min_piece - piece.numel(), 0)))
+                feats = teacher(padded[None, None].float())[0]  # [T_t, D]
+                parts.append(_fit_frames(feats, n))
+            empty = torch.zeros(0, self.dim)
+            self.features.append(torch.cat(parts).half() if parts else empty.half())
+
+    def crops(self, origins: list[tuple[int, int]], crop_samples: int) -> torch.Tensor:
+        """Features ``[B, crop_samples / hop, D]`` of the crops drawn at ``origins`` (clip index, start)."""
+        n = crop_samples // self.hop
+        out = torch.zeros(len(origins), n, self.dim)
+        for b, (i, start) in enumerate(origins):
+            f = self.features[i][start // self.hop : start // self.hop + n].float()
+            out[b, : f.shape[0]] = f
+        return out
+
+
+def _fit_frames(feats: torch.Tensor, n: int) -> torch.Tensor:
+    """Trim or repeat-pad ``[T, D]`` features to exactly ``n`` frames (teachers round lengths)."""
+    if feats.shape[0] >= n:
+        return feats[:n]
+    pad = feats[-1:].expand(n - feats.shape[0], -1)
+    return torch.cat([feats, pad])

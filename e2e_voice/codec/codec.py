@@ -35,6 +35,7 @@ from torch import nn
 
 from e2e_voice.audio.io import resample
 from e2e_voice.codec.mimi import ARCH_KEYS, build_mimi
+from e2e_voice.codec.stft_layers import SpectralDecoder
 from e2e_voice.constants import in_repo
 
 CHANNEL_MODES = ("mix", "fold")
@@ -53,6 +54,9 @@ class CodecOutput:
     commitment: torch.Tensor  # scalar RVQ commitment loss (0 in eval mode)
     semantic: torch.Tensor  # [B, D, T'] output of the first (semantic) quantizer level
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # codebook usage, expiry
+    # spectral variant only: the decoder's log-magnitudes then phases [B, 2F, T / hop] before the
+    # inverse STFT, which the training losses can supervise directly
+    spectrum: torch.Tensor | None = None
 
 
 def check_finite(audio: torch.Tensor) -> None:
@@ -281,8 +285,15 @@ class MimiCodec(nn.Module):
         emb = m._to_encoder_framerate(latent)
         if m.decoder_transformer is not None:
             (emb,) = m.decoder_transformer(emb)
-        out = m.decoder(emb)[..., :T]
-        return CodecOutput(audio=out, codes=codes, commitment=commit, semantic=first.x, metrics=metrics)
+        spectrum = None
+        if isinstance(m.decoder, SpectralDecoder):
+            spectrum = m.decoder.spectrum(emb)
+            out = m.decoder.istft(m.decoder.polar(spectrum))[..., :T]
+        else:
+            out = m.decoder(emb)[..., :T]
+        return CodecOutput(
+            audio=out, codes=codes, commitment=commit, semantic=first.x, metrics=metrics, spectrum=spectrum
+        )
 
 
 # ---- building and checkpoints ---------------------------------------------------------------

@@ -13,7 +13,11 @@ from pathlib import Path
 import torch
 from moshi.models.compression import MimiModel
 from moshi.models.loaders import get_mimi
+from moshi.modules.transformer import ProjectedTransformer
+from moshi.quantization import SplitResidualVectorQuantizer
+from safetensors.torch import load_file
 
+from e2e_voice.codec.stft_layers import SpectralDecoder, SpectralEncoder
 from e2e_voice.constants import FRAME_RATE, SAMPLE_RATE
 
 # Architecture keys :func:`mimi_config` accepts (the ones a checkpoint's metadata may carry).
@@ -29,7 +33,13 @@ ARCH_KEYS = (
     "quantizer_levels",
     "codebook_size",
     "frame_rate",
+    "frontend",
+    "n_fft",
+    "stft_hop",
+    "n_mels",
+    "envelope_bands",
 )
+FRONTENDS = ("waveform", "spectral")
 
 
 def mimi_config(
@@ -44,14 +54,25 @@ def mimi_config(
     quantizer_levels: int = 32,
     codebook_size: int = 2048,
     frame_rate: float = FRAME_RATE,
+    frontend: str = "waveform",
+    n_fft: int = 960,
+    stft_hop: int = 240,
+    n_mels: int = 80,
+    envelope_bands: int = 0,
 ) -> dict:
     """The nested config dict moshi's ``get_mimi`` expects, from flat typed arguments.
 
     ``frame_rate`` must divide the SEANet rate ``24000 / prod(ratios)`` by an integer: moshi then adds
     a strided causal convolution to go down to it (12.5 Hz from the published 25 Hz), or none at all
     when the two are equal (e.g. ``frame_rate=25`` gives 40 ms frames of 960 samples).
+
+    ``frontend="spectral"`` puts the SEANet stacks on STFT frames (``n_fft``, ``stft_hop``, ``n_mels``; see
+    :mod:`e2e_voice.codec.stft_layers`); ``ratios`` then count STFT frames, e.g. ``[2, 2]`` with a hop of
+    240 samples gives the same 25 Hz as the published ``[8, 6, 5, 4]`` on samples.
     """
-    hop = 1
+    if frontend not in FRONTENDS:
+        raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
+    hop = stft_hop if frontend == "spectral" else 1
     for r in ratios:
         hop *= r
     stride = SAMPLE_RATE / hop / frame_rate
@@ -101,7 +122,7 @@ def mimi_config(
         "input_dimension": dimension,
         "output_dimensions": [dimension],
     }
-    return {
+    config = {
         "sample_rate": SAMPLE_RATE,
         "channels": 1,
         "frame_rate": frame_rate,
@@ -109,6 +130,39 @@ def mimi_config(
         "quantizer": quantizer,
         "transformer": transformer,
     }
+    if frontend == "spectral":
+        if n_fft != 4 * stft_hop:
+            raise ValueError(
+                f"n_fft ({n_fft}) must be 4 x stft_hop ({stft_hop}): the inverse STFT assumes 75% overlap"
+            )
+        config["spectral"] = {
+            "n_fft": n_fft,
+            "hop": stft_hop,
+            "n_mels": n_mels,
+            "envelope_bands": envelope_bands,
+        }
+    return config
+
+
+def _build_spectral_mimi(cfg: dict, device: torch.device) -> MimiModel:
+    """A ``MimiModel`` with the spectral encoder and decoder (moshi's ``get_mimi`` builds the rest)."""
+    spec = cfg["spectral"]
+    encoder = SpectralEncoder(cfg["seanet"], spec["n_fft"], spec["hop"], spec["n_mels"])
+    decoder = SpectralDecoder(cfg["seanet"], spec["n_fft"], spec["hop"], spec["envelope_bands"])
+    model = MimiModel(
+        encoder,
+        decoder,
+        SplitResidualVectorQuantizer(**cfg["quantizer"]),
+        channels=cfg["channels"],
+        sample_rate=cfg["sample_rate"],
+        frame_rate=cfg["frame_rate"],
+        encoder_frame_rate=cfg["sample_rate"] / encoder.hop_length,
+        causal=True,
+        resample_method="conv",
+        encoder_transformer=ProjectedTransformer(device=device, **cfg["transformer"]),
+        decoder_transformer=ProjectedTransformer(device=device, **cfg["transformer"]),
+    )
+    return model.to(device=device)
 
 
 def build_mimi(
@@ -128,9 +182,18 @@ def build_mimi(
     cfg = mimi_config(**arch)  # type: ignore[arg-type]
     if not 1 <= num_codebooks <= cfg["quantizer"]["n_q"]:
         raise ValueError(f"num_codebooks must be in [1, {cfg['quantizer']['n_q']}], got {num_codebooks}")
-    model = get_mimi(
-        str(checkpoint) if checkpoint else None, cfg, device=torch.device(device), num_codebooks=num_codebooks
-    )
+    if "spectral" not in cfg:
+        model = get_mimi(
+            str(checkpoint) if checkpoint else None,
+            cfg,
+            device=torch.device(device),
+            num_codebooks=num_codebooks,
+        )
+        return model.eval()
+    model = _build_spectral_mimi(cfg, torch.device(device))
+    if checkpoint is not None:
+        model.load_state_dict(load_file(str(checkpoint), device=str(device)))
+    model.set_num_codebooks(num_codebooks)
     return model.eval()
 
 

@@ -1,0 +1,236 @@
+"""Spectral front and back ends for a Mimi whose SEANet runs on STFT frames instead of samples.
+
+The ``spectral`` codec variant (``frontend: spectral`` in a codec config) keeps Mimi's structure and
+moshi's classes -- SEANet conv stacks, causal transformers, split RVQ, ``MimiModel`` -- but moves the
+first and last stage of the waveform SEANet into fixed transforms:
+
+- encoder: a causal STFT (a strided conv whose fixed kernels are the windowed DFT basis), log-mel
+  magnitudes, then a small SEANet encoder at the STFT hop rate (100 Hz by default);
+- decoder: a small SEANet decoder at the hop rate predicting log-magnitude and phase per bin, then an
+  inverse STFT written as a strided transposed conv with fixed kernels, i.e. overlap-add (as Vocos).
+
+Why: on two CPU cores, a waveform SEANet with 16 filters did not learn to reconstruct speech in an
+hour (its mel loss stalled at ~0.85 for 1500 steps, with or without quantization), while the same
+model on log-mel frames reached 0.57 in 300 steps. Learning the analysis filterbank and the
+sample-level upsampling is what the small model could not afford.
+
+Both transforms are causal and stream through moshi's ``StreamingConv1d`` / ``StreamingConvTranspose1d``
+state (left context of ``n_fft - hop`` samples in; the overlap-add tail out), so one 80 ms frame in
+gives one 80 ms frame out with no added latency, and streaming equals whole-clip processing. The
+fixed kernels are non-persistent buffers: they are not trained, not saved, and not rounded when a
+checkpoint is exported in float16.
+
+Shapes: audio ``[B, 1, T]``; STFT frames ``[B, 2F, N]`` (real parts then imaginary parts, ``F =
+n_fft // 2 + 1`` bins, ``N = T / hop``); mel ``[B, n_mels, N]``; hidden ``[B, D, T']``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from moshi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
+from moshi.modules.seanet import SEANetDecoder, SEANetEncoder
+from moshi.modules.streaming import StreamingContainer
+from torch import nn
+
+from e2e_voice.codec.spectral import mel_filterbank
+from e2e_voice.constants import SAMPLE_RATE
+
+# Log-magnitude ceiling of the decoder's spectra (exp(7) ~ 1100, far above speech at full scale):
+# keeps an untrained or diverging decoder from overflowing.
+MAX_LOG_MAGNITUDE = 7.0
+
+
+def _dft_basis(n_fft: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cos, sin, periodic Hann window) with cos/sin ``[F, n_fft]``."""
+    n = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+    angle = 2 * math.pi * k[:, None] * n[None] / n_fft
+    return torch.cos(angle), torch.sin(angle), torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+
+
+def _freeze_kernel(conv: nn.Module, kernel: torch.Tensor) -> None:
+    """Replace a conv's weight parameter by a fixed, non-persistent buffer.
+
+    The conv keeps a frozen all-zero bias: moshi's streaming convs read their dtype and device from
+    their first parameter, so they need one.
+    """
+    del conv.weight
+    conv.register_buffer("weight", kernel.float().contiguous(), persistent=False)
+    conv.bias = nn.Parameter(torch.zeros(kernel.shape[0] if isinstance(conv, nn.Conv1d) else kernel.shape[1]))
+    conv.bias.requires_grad_(False)
+
+
+class CausalSTFT(StreamingContainer):
+    """Complex STFT of ``[B, 1, T]`` audio as ``[B, 2F, T / hop]``; frame ``j`` ends at sample ``(j+1)*hop``.
+
+    Args:
+        n_fft: window length (a multiple of ``hop``).
+        hop: hop length; ``T`` must be a multiple of it.
+    """
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        if n_fft % hop:
+            raise ValueError(f"n_fft {n_fft} must be a multiple of the hop {hop}")
+        self.n_fft, self.hop = n_fft, hop
+        self.conv = StreamingConv1d(1, 2 * (n_fft // 2 + 1), n_fft, hop, causal=True, pad_mode="constant")
+        cos, sin, window = _dft_basis(n_fft)
+        _freeze_kernel(self.conv.conv.conv, torch.cat([cos * window, -sin * window])[:, None, :])
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.conv(audio)
+
+
+class CausalISTFT(StreamingContainer):
+    """Overlap-add inverse of :class:`CausalSTFT`: ``[B, 2F, N]`` -> ``[B, 1, N * hop]``.
+
+    Frame ``j`` is windowed and added at samples ``[j*hop, j*hop + n_fft)``; output sample ``s`` is final
+    once the frame containing it first is in, which keeps the module causal. With the periodic Hann
+    window and ``hop = n_fft / 4`` the summed squared windows are constant, folded into the kernel.
+    """
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        if n_fft % hop:
+            raise ValueError(f"n_fft {n_fft} must be a multiple of the hop {hop}")
+        self.n_fft, self.hop = n_fft, hop
+        bins = n_fft // 2 + 1
+        self.conv = StreamingConvTranspose1d(2 * bins, 1, n_fft, hop, causal=True)
+        cos, sin, window = _dft_basis(n_fft)
+        weight = torch.full((bins, 1), 2.0, dtype=torch.float64)  # one-sided spectrum: double inner bins
+        weight[0] = 1.0
+        if n_fft % 2 == 0:
+            weight[-1] = 1.0
+        overlap = (window**2).sum() / hop  # the constant sum of squared windows under overlap-add
+        scale = weight * window / (n_fft * overlap)
+        _freeze_kernel(self.conv.convtr.convtr, torch.cat([cos * scale, -sin * scale])[:, None, :])
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        return self.conv(spec)
+
+
+class LogMel(nn.Module):
+    """``[B, 2F, N]`` complex frames -> natural-log mel magnitudes ``[B, n_mels, N]`` (floor 1e-5)."""
+
+    def __init__(self, n_fft: int, n_mels: int, sample_rate: int = SAMPLE_RATE) -> None:
+        super().__init__()
+        self.filters: torch.Tensor
+        self.register_buffer("filters", mel_filterbank(n_fft, n_mels, sample_rate).clone(), persistent=False)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        bins = spec.shape[1] // 2
+        mag = torch.sqrt(spec[:, :bins] ** 2 + spec[:, bins:] ** 2 + 1e-12)
+        mel = torch.einsum("mf,bfn->bmn", self.filters.to(mag), mag)
+        return torch.log(mel.clamp(min=1e-5))
+
+
+class PolarToComplex(nn.Module):
+    """``[B, 2F, N]`` (log-magnitudes, then phases) -> ``[B, 2F, N]`` (real parts, then imaginary parts)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bins = x.shape[1] // 2
+        mag = torch.exp(x[:, :bins].clamp(max=MAX_LOG_MAGNITUDE))
+        phase = x[:, bins:]
+        return torch.cat([mag * torch.cos(phase), mag * torch.sin(phase)], dim=1)
+
+
+class SpectralEncoder(StreamingContainer):
+    """Causal STFT -> log-mel -> SEANet encoder: ``[B, 1, T]`` -> ``[B, D, T / hop_length]``.
+
+    Args:
+        seanet: SEANet keyword arguments (``ratios`` counted on STFT frames, ``channels`` ignored).
+        n_fft: STFT window.
+        hop: STFT hop in samples.
+        n_mels: mel bands fed to the SEANet.
+    """
+
+    def __init__(self, seanet: dict, n_fft: int, hop: int, n_mels: int) -> None:
+        super().__init__()
+        self.stft = CausalSTFT(n_fft, hop)
+        self.mel = LogMel(n_fft, n_mels)
+        self.net = SEANetEncoder(**{**seanet, "channels": n_mels})
+        self.hop_length = hop * int(self.net.hop_length)
+        self.dimension = int(self.net.dimension)  # MimiModel reads it
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.net(self.mel(self.stft(audio)))
+
+
+def mel_interpolation(n_fft: int, n_bands: int, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """``[F, n_bands]`` matrix that linearly interpolates values at mel-spaced band centres onto the
+    ``F = n_fft // 2 + 1`` STFT bins (constant beyond the first and last centre)."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    top = 2595.0 * math.log10(1.0 + (sample_rate / 2) / 700.0)
+    centres = 700.0 * (
+        10 ** (torch.linspace(0.0, top, n_bands + 2, dtype=torch.float64)[1:-1] / 2595.0) - 1.0
+    )
+    pos = torch.from_numpy(np.interp(freqs.numpy(), centres.numpy(), np.arange(n_bands, dtype=np.float64)))
+    lo = pos.floor().long().clamp(max=n_bands - 1)
+    hi = (lo + 1).clamp(max=n_bands - 1)
+    frac = pos - lo
+    out = torch.zeros(len(freqs), n_bands, dtype=torch.float64)
+    out[torch.arange(len(freqs)), lo] += 1 - frac
+    out[torch.arange(len(freqs)), hi] += frac
+    return out.float()
+
+
+class EnvelopeExpansion(nn.Module):
+    """``[B, E + 2F, N]`` (mel envelope, per-bin detail, phases) -> ``[B, 2F, N]`` (log-magnitudes, phases).
+
+    The log-magnitude of bin ``k`` is the envelope interpolated from ``E`` mel-spaced bands plus a
+    per-bin detail term. Why: speech stays intelligible from its smooth spectral envelope alone (with
+    random phase, Whisper base read 8 held-out clips at 11 % WER vs 8 % for the originals), and a small
+    decoder learns ``E = 80`` smooth values per frame far faster than 481 independent ones; the detail
+    channels (harmonics) start at zero and are learned on top.
+    """
+
+    def __init__(self, n_fft: int, n_bands: int) -> None:
+        super().__init__()
+        self.n_bands = n_bands
+        self.expand: torch.Tensor
+        self.register_buffer("expand", mel_interpolation(n_fft, n_bands), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bins = self.expand.shape[0]
+        env, detail, phase = x[:, : self.n_bands], x[:, self.n_bands : self.n_bands + bins], x[:, -bins:]
+        log_mag = torch.einsum("fe,ben->bfn", self.expand.to(env), env) + detail
+        return torch.cat([log_mag, phase], dim=1)
+
+
+class SpectralDecoder(StreamingContainer):
+    """SEANet decoder -> polar spectra -> causal inverse STFT: ``[B, D, T']`` -> ``[B, 1, T' * hop_length]``.
+
+    Args:
+        seanet: SEANet keyword arguments (``ratios`` counted on STFT frames, ``channels`` ignored).
+        n_fft: STFT window.
+        hop: STFT hop in samples.
+        envelope_bands: predict log-magnitudes as a mel-band envelope plus per-bin detail
+            (:class:`EnvelopeExpansion`); 0 predicts every bin directly.
+    """
+
+    def __init__(self, seanet: dict, n_fft: int, hop: int, envelope_bands: int = 0) -> None:
+        super().__init__()
+        bins = n_fft // 2 + 1
+        self.net = SEANetDecoder(**{**seanet, "channels": envelope_bands + 2 * bins})
+        self.envelope = EnvelopeExpansion(n_fft, envelope_bands) if envelope_bands else None
+        if envelope_bands:
+            final = self.net.model[-1]
+            assert isinstance(final, StreamingConv1d)
+            last = final.conv.conv  # the final conv: zero the detail outputs at init
+            with torch.no_grad():
+                last.weight[envelope_bands : envelope_bands + bins].zero_()
+                if last.bias is not None:
+                    last.bias[envelope_bands : envelope_bands + bins].zero_()
+        self.polar = PolarToComplex()
+        self.istft = CausalISTFT(n_fft, hop)
+
+    def spectrum(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[B, D, T']`` -> log-magnitudes then phases ``[B, 2F, T' * hop_length / hop]``."""
+        x = self.net(hidden)
+        return self.envelope(x) if self.envelope is not None else x
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.istft(self.polar(self.spectrum(hidden)))

@@ -1,0 +1,106 @@
+"""The spectral codec variant's fixed transforms: exact inversion, streaming, causality."""
+
+from __future__ import annotations
+
+import torch
+
+from e2e_voice.codec.stft_layers import (
+    CausalISTFT,
+    CausalSTFT,
+    EnvelopeExpansion,
+    LogMel,
+    PolarToComplex,
+    mel_interpolation,
+)
+
+N_FFT, HOP = 960, 240
+
+
+@torch.no_grad()
+def test_stft_matches_torch_stft() -> None:
+    x = torch.randn(2, 1, 24 * HOP)
+    ours = CausalSTFT(N_FFT, HOP)(x)  # [B, 2F, N], frame j ends at sample (j + 1) * HOP
+    padded = torch.nn.functional.pad(x[:, 0], (N_FFT - HOP, 0))
+    ref = torch.stft(
+        padded, N_FFT, HOP, window=torch.hann_window(N_FFT), center=False, return_complex=True
+    )  # [B, F, N]
+    assert ours.shape == (2, 2 * (N_FFT // 2 + 1), 24)
+    torch.testing.assert_close(ours, torch.cat([ref.real, ref.imag], 1), atol=2e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_istft_inverts_stft_after_the_first_window() -> None:
+    """Overlap-add of the analysis frames gives the signal back once every sample is fully covered."""
+    x = torch.randn(1, 1, 40 * HOP)
+    y = CausalISTFT(N_FFT, HOP)(CausalSTFT(N_FFT, HOP)(x))
+    assert y.shape == x.shape
+    # output lags input by n_fft - hop samples: frame j (ending at (j+1)*HOP) is written from j*HOP
+    lag = N_FFT - HOP
+    torch.testing.assert_close(y[..., lag + N_FFT :], x[..., N_FFT:-lag], atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_streaming_equals_whole() -> None:
+    x = torch.randn(2, 1, 32 * HOP)
+    stft, istft = CausalSTFT(N_FFT, HOP), CausalISTFT(N_FFT, HOP)
+    whole = istft(PolarToComplex()(torch.randn(2, 2 * (N_FFT // 2 + 1), 32)))
+    spec_whole = stft(x)
+    torch.manual_seed(0)
+    polar = torch.randn(2, 2 * (N_FFT // 2 + 1), 32)
+    whole = istft(PolarToComplex()(polar))
+    specs, outs = [], []
+    with stft.streaming(2), istft.streaming(2):
+        for i in range(4):  # 8 hops = one 80 ms codec frame at a time
+            specs.append(stft(x[..., i * 8 * HOP : (i + 1) * 8 * HOP]))
+            outs.append(istft(PolarToComplex()(polar[..., i * 8 : (i + 1) * 8])))
+    torch.testing.assert_close(torch.cat(specs, -1), spec_whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(outs, -1), whole, atol=1e-6, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_causality() -> None:
+    x = torch.randn(1, 1, 16 * HOP)
+    y = x.clone()
+    y[..., 8 * HOP :] = torch.randn(1, 1, 8 * HOP)
+    stft = CausalSTFT(N_FFT, HOP)
+    assert torch.equal(stft(x)[..., :8], stft(y)[..., :8])
+    assert not torch.allclose(stft(x)[..., 8:], stft(y)[..., 8:])
+    spec = torch.randn(1, 2 * (N_FFT // 2 + 1), 16)
+    other = spec.clone()
+    other[..., 8:] = torch.randn_like(other[..., 8:])
+    istft = CausalISTFT(N_FFT, HOP)
+    assert torch.equal(istft(spec)[..., : 8 * HOP], istft(other)[..., : 8 * HOP])
+
+
+def test_fixed_kernels_are_not_trained_or_saved() -> None:
+    stft, istft = CausalSTFT(N_FFT, HOP), CausalISTFT(N_FFT, HOP)
+    for module in (stft, istft):
+        assert all(not p.requires_grad for p in module.parameters())
+        assert not any(k.endswith("weight") for k in module.state_dict())
+
+
+def test_log_mel_is_finite_on_silence() -> None:
+    mel = LogMel(N_FFT, 80)(CausalSTFT(N_FFT, HOP)(torch.zeros(1, 1, 8 * HOP)))
+    assert mel.shape == (1, 80, 8) and bool(torch.isfinite(mel).all())
+
+
+def test_envelope_expansion() -> None:
+    """Interpolation weights sum to one per bin; a flat envelope gives flat magnitudes; detail adds on."""
+    weights = mel_interpolation(N_FFT, 80)
+    assert weights.shape == (N_FFT // 2 + 1, 80)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(N_FFT // 2 + 1))
+    bins = N_FFT // 2 + 1
+    expand = EnvelopeExpansion(N_FFT, 80)
+    x = torch.zeros(1, 80 + 2 * bins, 3)
+    x[:, :80] = 2.0
+    x[:, 80 + 5] = 1.0  # detail on bin 5
+    out = expand(x)
+    assert out.shape == (1, 2 * bins, 3)
+    expected = torch.full((bins,), 2.0)
+    expected[5] = 3.0
+    torch.testing.assert_close(out[0, :bins, 0], expected)
+    # a rising envelope reaches the top bins, and low bins follow the first band
+    x[:, :80] = torch.linspace(0, 1, 80)[:, None]
+    log_mag = expand(x)[0, :bins, 0]
+    assert log_mag[0] == 0.0 and abs(float(log_mag[-1]) - 1.0) < 1e-6
+    assert bool((log_mag[10:].diff() >= -1e-6).all())
