@@ -287,10 +287,10 @@ class MimiCodec(nn.Module):
             (emb,) = m.decoder_transformer(emb)
         spectrum = None
         if isinstance(m.decoder, SpectralDecoder):
-            spectrum = m.decoder.spectrum(emb)
-            out = m.decoder.istft(m.decoder.polar(spectrum))[..., :T]
+            out, spectrum = m.decoder.decode(emb)
         else:
-            out = m.decoder(emb)[..., :T]
+            out = m.decoder(emb)
+        out = out[..., :T]
         return CodecOutput(
             audio=out, codes=codes, commitment=commit, semantic=first.x, metrics=metrics, spectrum=spectrum
         )

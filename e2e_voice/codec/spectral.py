@@ -17,13 +17,18 @@ def _hz_to_mel(f: float | torch.Tensor) -> float | torch.Tensor:
     )
 
 
+def mel_points_hz(n_points: int, f_max: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``n_points`` frequencies (Hz) evenly spaced on the HTK mel scale from 0 to ``f_max``."""
+    mel_points = torch.linspace(0.0, float(_hz_to_mel(f_max)), n_points, dtype=dtype)
+    return 700.0 * (10 ** (mel_points / 2595.0) - 1.0)
+
+
 @functools.lru_cache(maxsize=16)
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_max: float | None = None) -> torch.Tensor:
     """Triangular HTK-scale mel filters ``[n_mels, n_fft // 2 + 1]`` (area-normalized)."""
     f_max = f_max or sample_rate / 2
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    mel_points = torch.linspace(0.0, float(_hz_to_mel(f_max)), n_mels + 2)
-    hz_points = 700.0 * (10 ** (mel_points / 2595.0) - 1.0)
+    hz_points = mel_points_hz(n_mels + 2, f_max)
     lower, center, upper = hz_points[:-2, None], hz_points[1:-1, None], hz_points[2:, None]
     up = (freqs[None] - lower) / (center - lower).clamp(min=1e-6)
     down = (upper - freqs[None]) / (upper - center).clamp(min=1e-6)
