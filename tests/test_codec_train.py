@@ -135,6 +135,17 @@ def test_distillation_with_whisper_teacher(corpus: Path, tmp_path: Path) -> None
     grad = codec.model.encoder.model[0].conv.conv.weight.grad
     assert grad is not None and grad.abs().sum() > 0
 
+    # distill_cache: whole-clip features computed once in a child process; no teacher in the trainer.
+    cached = CodecTrainer(_cfg(corpus, "quantizer_dropout=0", "distill_cache=true"), tmp_path / "cached")
+    assert cached.teacher is None and cached.teacher_cache is not None
+    here = TeacherCache.compute(teacher, cached.data.clips)
+    assert len(here.features) == len(cached.teacher_cache.features) == len(SENTENCES)
+    for a, b in zip(here.features, cached.teacher_cache.features, strict=True):
+        torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=0)
+    assert 0.0 < cached.train_step()["distill/cos"] < 2.0
+    with pytest.raises(RuntimeError, match="distill_cache=false"):
+        cached.train_step(x)
+
 
 @pytest.mark.slow
 def test_cli_train_codec(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,7 +201,7 @@ def test_teacher_cache_matches_crops() -> None:
             return torch.stack([frames, -frames], dim=-1)[None]
 
     clips = [torch.arange(3 * SAMPLE_RATE, dtype=torch.float32) / SAMPLE_RATE, torch.ones(5000)]
-    cache = TeacherCache(Ramp(), clips, window_s=1.0)  # several windows per clip are stitched
+    cache = TeacherCache.compute(Ramp(), clips, window_s=1.0)  # several windows per clip are stitched
     assert cache.features[0].shape == (150, 2) and cache.features[1].shape == (10, 2)
     out = cache.crops([(0, 48_000), (1, 0)], 1920)
     assert out.shape == (2, 4, 2)

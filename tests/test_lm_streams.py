@@ -134,9 +134,13 @@ def test_streams_from_manifest_encodes_the_fixture_corpus(tmp_path):
         quantizer_levels=2,
         codebook_size=64,
     )
-    path = streams_from_manifest(tmp_path / "streams.pt", codec, 2, [manifest], [manifest], vocab_size=300)
+    codec_id = {"checkpoint": "x.safetensors", "sha256": "0" * 64}
+    path = streams_from_manifest(
+        tmp_path / "streams.pt", codec, 2, [manifest], [manifest], vocab_size=300, codec_id=codec_id
+    )
     streams, meta = load_streams(path)
     assert meta["n_valid"] == len(entries) and len(streams) == 2 * len(entries)
+    assert meta["codec"] == codec_id
     assert abs(meta["hours"] * 3600 - 2 * sum(e.duration for e in entries)) < 1
     tok = SentencePieceTokenizer(meta["tokenizer"])
     for s, e in zip(streams, entries, strict=False):
@@ -148,3 +152,21 @@ def test_streams_from_manifest_encodes_the_fixture_corpus(tmp_path):
         assert [w for w, _ in got] == [w.word for w in want][: len(got)] and len(got) >= len(want) - 1
         # each word sits at (or, when crowded, just after) its start frame
         assert all(f >= seconds_to_frame(w.start) for (_, f), w in zip(got, want, strict=False))
+
+
+def test_streams_remember_their_codec(tmp_path, caplog):
+    """A streams file records its codec checkpoint's hash; another codec's training run refuses it."""
+    from train.lm_data import check_streams_codec, codec_fingerprint
+
+    assert codec_fingerprint(None) is None and codec_fingerprint(tmp_path / "missing.safetensors") is None
+    (tmp_path / "a.safetensors").write_bytes(b"codec a")
+    (tmp_path / "b.safetensors").write_bytes(b"codec b")
+    a, b = codec_fingerprint(tmp_path / "a.safetensors"), codec_fingerprint(tmp_path / "b.safetensors")
+    assert a is not None and b is not None and a["sha256"] != b["sha256"]
+    check_streams_codec("streams.pt", {"codec": a}, a)  # same codec: fine
+    check_streams_codec("streams.pt", {"codec": a}, None)  # random codec configured: nothing to compare
+    with pytest.raises(ValueError, match="delete the streams file"):
+        check_streams_codec("streams.pt", {"codec": a}, b)
+    with caplog.at_level("WARNING"):
+        check_streams_codec("streams.pt", {"codec": None}, b)  # files from before the record: a warning
+    assert "does not record which codec" in caplog.text

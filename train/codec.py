@@ -47,7 +47,7 @@ from train.codec_losses import (
     discriminator_loss,
     generator_losses,
 )
-from train.teachers import TeacherCache
+from train.teachers import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
 LOSS_KEYS = ("rec/mel", "rec/l1", "spec/amp", "spec/phase", "adv/gen", "adv/feat", "vq/commit", "distill/cos")
@@ -92,9 +92,36 @@ class CodecTrainer:
         self.frame_size = codec.frame_size
         w = cfg.loss.weights
         self.weights = {k: float(w[k.replace("/", "_")]) for k in LOSS_KEYS}
-        self.teacher = instantiate(cfg.teacher) if self.weights["distill/cos"] > 0 else None
-        dim = int(codec.arch.get("dimension", 512))
-        self.distill = DistillationHead(dim, self.teacher.dim) if self.teacher is not None else None
+        crop = round(float(cfg.data.crop_seconds) * codec.frame_rate) * codec.frame_size
+        if crop < codec.frame_size:
+            raise ValueError(f"data.crop_seconds={cfg.data.crop_seconds} is shorter than one codec frame")
+        paths = find_audio(cfg.data.files, cfg.data.manifest, cfg.data.audio_key)
+        self.data = CropSampler.from_files(
+            paths,
+            crop,
+            seed=int(cfg.seed),
+            channels=str(cfg.data.get("channels", "mix")),
+            min_rms=float(cfg.data.get("min_rms", 0.0)),
+        )
+        # Semantic distillation. With distill_cache the teacher's features of the sampler's whole clips are
+        # computed once, in a child process (see TeacherCache.compute_in_subprocess), and no teacher lives
+        # here; batches passed in by hand need the live teacher, since their origin is unknown.
+        self.teacher: Teacher | None = None
+        self.teacher_cache: TeacherCache | None = None
+        self.distill: DistillationHead | None = None
+        if self.weights["distill/cos"] > 0:
+            if cfg.get("distill_cache", False):
+                container = OmegaConf.to_container(cfg.teacher, resolve=True)
+                assert isinstance(container, dict)
+                teacher_cfg: dict[str, Any] = {str(k): v for k, v in container.items()}
+                self.teacher_cache = TeacherCache.compute_in_subprocess(teacher_cfg, self.data.clips)
+                teacher_dim = self.teacher_cache.dim
+            else:
+                self.teacher = instantiate(cfg.teacher)
+                teacher_dim = self.teacher.dim
+            self.distill = DistillationHead(int(codec.arch.get("dimension", 512)), teacher_dim)
+        # The discriminator is built after the distillation head so that the global RNG (initial
+        # weights, quantizer dropout) follows the same sequence as the run behind the committed codec.
         self.disc = MultiScaleSTFTDiscriminator(tuple(cfg.disc.n_ffts), int(cfg.disc.filters))
         self.rec = ReconstructionLoss(
             codec.sample_rate, tuple(cfg.loss.mel_n_ffts), tuple(cfg.loss.mel_n_mels)
@@ -118,25 +145,6 @@ class CodecTrainer:
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lam)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lam)
 
-        crop = round(float(cfg.data.crop_seconds) * codec.frame_rate) * codec.frame_size
-        if crop < codec.frame_size:
-            raise ValueError(f"data.crop_seconds={cfg.data.crop_seconds} is shorter than one codec frame")
-        paths = find_audio(cfg.data.files, cfg.data.manifest, cfg.data.audio_key)
-        self.data = CropSampler.from_files(
-            paths,
-            crop,
-            seed=int(cfg.seed),
-            channels=str(cfg.data.get("channels", "mix")),
-            min_rms=float(cfg.data.get("min_rms", 0.0)),
-        )
-        # Teacher features of whole clips, once (see TeacherCache); batches passed in by hand use the
-        # live teacher since their origin is unknown.
-        self.teacher_cache = (
-            TeacherCache(self.teacher, self.data.clips)
-            if self.teacher is not None and cfg.get("distill_cache", False)
-            else None
-        )
-
         self.codec, self.disc, self.opt_g, self.opt_d = self.accelerator.prepare(
             codec, self.disc, self.opt_g, self.opt_d
         )
@@ -159,11 +167,17 @@ class CodecTrainer:
             self.accelerator.device
         )
         target = None
-        if self.teacher is not None:
+        if self.distill is not None:
             if self.teacher_cache is not None and batch is None:
                 target = self.teacher_cache.crops(self.data.last_origins, x.shape[-1]).to(x.device)
-            else:
+            elif self.teacher is not None:
                 target = self.teacher(x)
+            else:
+                raise RuntimeError(
+                    "with distill_cache=true the teacher ran only once, in a child process, over the"
+                    " sampler's clips, so a batch passed by hand has no teacher features: call train_step()"
+                    " without a batch, or set distill_cache=false"
+                )
         total = codec.total_codebooks
         n_q = total
         if torch.rand(()) < float(cfg.quantizer_dropout):

@@ -39,6 +39,8 @@ from train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from train.lm_data import (
     StreamSampler,
     batches,
+    check_streams_codec,
+    codec_fingerprint,
     load_streams,
     make_smoke_corpus,
     streams_from_manifest,
@@ -82,6 +84,7 @@ def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Te
     """Load the streams file, synthesising the smoke corpus first when it does not exist."""
     path = Path(cfg.lm_data.streams)
     manifests = cfg.lm_data.get("manifests")
+    codec_id = codec_fingerprint(cfg.codec.get("checkpoint"))
     if not path.is_file() and manifests:
         from hydra.utils import instantiate
 
@@ -93,6 +96,7 @@ def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Te
             list(manifests.train),
             list(manifests.get("valid") or []),
             vocab_size=int(lm_cfg.get("text_card", 2000)),
+            codec_id=codec_id,
         )
     if not path.is_file():
         if not cfg.lm_data.smoke_conversations:
@@ -112,8 +116,10 @@ def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Te
             num_conversations=int(cfg.lm_data.smoke_conversations),
             vocab_size=int(lm_cfg.get("text_card", 2000)),
             assistant_voice=str(cfg.lm_data.get("assistant_voice", "espeak")),
+            codec_id=codec_id,
         )
     streams, meta = load_streams(path)
+    check_streams_codec(path, meta, codec_id)
     if int(meta["n_q"]) != int(lm_cfg["n_q"]):
         raise ValueError(f"{path} holds n_q={meta['n_q']} codebooks per speaker but lm.n_q={lm_cfg['n_q']}")
     return streams, meta

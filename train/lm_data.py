@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ import torch
 from tqdm import tqdm
 
 from e2e_voice.audio.io import resample, save_audio
-from e2e_voice.constants import SAMPLE_RATE
+from e2e_voice.constants import SAMPLE_RATE, in_repo
 from e2e_voice.data.manifest import DialogueEntry
 from e2e_voice.lm.streams import ZERO_TOKEN, Codec, Conversation, TextTokenizer, Word, build_streams
 from e2e_voice.lm.tokenizer import SentencePieceTokenizer, train_sentencepiece
+
+log = logging.getLogger(__name__)
 
 # Question / answer pairs of the smoke corpus: short, varied, spoken-style.
 SMOKE_DIALOGUES: tuple[tuple[str, str], ...] = (
@@ -71,6 +74,43 @@ def load_streams(path: str | Path) -> tuple[list[torch.Tensor], dict[str, Any]]:
         )
     pkg = torch.load(p, map_location="cpu")
     return [s.long() for s in pkg["streams"]], dict(pkg["meta"])
+
+
+def codec_fingerprint(checkpoint: str | Path | None) -> dict[str, str] | None:
+    """Path and SHA-256 of a local codec checkpoint (None for random weights or a hub name)."""
+    if not checkpoint:
+        return None
+    path = in_repo(checkpoint)  # where the codec loader looks too
+    if not path.is_file():
+        return None
+    return {"checkpoint": str(checkpoint), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def check_streams_codec(path: str | Path, meta: dict[str, Any], expected: dict[str, str] | None) -> None:
+    """Refuse a streams file encoded by another codec checkpoint than the configured one.
+
+    Codes of one codec mean nothing to another: an LM trained on stale streams would learn the old
+    codec's tokens and speak noise through the new one.
+
+    Raises:
+        ValueError: the file records a codec checkpoint whose hash differs from ``expected``.
+    """
+    have = meta.get("codec")
+    if expected is None:
+        return
+    if have is None:
+        log.warning(
+            "%s does not record which codec encoded it; if %s changed since, delete the file to re-encode",
+            path,
+            expected["checkpoint"],
+        )
+        return
+    if have["sha256"] != expected["sha256"]:
+        raise ValueError(
+            f"{path} was encoded with the codec {have['checkpoint']} (sha256 {have['sha256'][:12]}), but the"
+            f" configured codec {expected['checkpoint']} has sha256 {expected['sha256'][:12]}: delete the"
+            " streams file (or point lm_data.streams elsewhere) to re-encode the corpus with this codec"
+        )
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -213,6 +253,7 @@ def make_smoke_corpus(
     tokenizer: TextTokenizer | None = None,
     write_audio: bool = True,
     assistant_voice: str = "espeak",
+    codec_id: dict[str, str] | None = None,
 ) -> Path:
     """Synthesise conversations, train the sentencepiece tokenizer on their text (unless one is
     given), encode both channels with ``codec`` and write ``streams.pt`` (+ wavs and word timings).
@@ -256,7 +297,12 @@ def make_smoke_corpus(
             )
             words = [w.__dict__ for w in conv.assistant_words]
             (out / f"conv{i:03d}.json").write_text(json.dumps({"question": q, "answer": a, "words": words}))
-    meta = {"n_q": n_q, "tokenizer": str(tok_path) if tok_path.is_file() else None, "words_dropped": dropped}
+    meta = {
+        "n_q": n_q,
+        "tokenizer": str(tok_path) if tok_path.is_file() else None,
+        "words_dropped": dropped,
+        "codec": codec_id,
+    }
     return save_streams(out / "streams.pt", streams, meta)
 
 
@@ -279,12 +325,17 @@ def streams_from_manifest(
     *,
     vocab_size: int = 2000,
     tokenizer: TextTokenizer | None = None,
+    codec_id: dict[str, str] | None = None,
 ) -> Path:
     """Encode a dialogue corpus into a streams file (validation conversations first).
 
     Channel 0 of each conversation is the assistant (the stream the model learns to speak, with its
     aligned words as the inner monologue), channel 1 the user. Without ``tokenizer``, a sentencepiece
     model is trained on the training conversations' text (both speakers) next to ``out_path``.
+
+    Args:
+        codec_id: what :func:`codec_fingerprint` says of ``codec``'s checkpoint, kept in the metadata so
+            that a later run with another codec refuses these codes.
 
     Returns:
         The streams file; its metadata holds ``n_valid``, the number of leading validation streams.
@@ -319,5 +370,6 @@ def streams_from_manifest(
         "n_valid": len(valid),
         "hours": round(seconds / 3600, 3),
         "manifests": [str(p) for p in [*valid_manifests, *train_manifests]],
+        "codec": codec_id,
     }
     return save_streams(out, streams, meta)

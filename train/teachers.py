@@ -6,8 +6,11 @@ Mimi distilled WavLM; offline we default to the Whisper base encoder from the mo
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -112,30 +115,69 @@ class TeacherCache:
     Mimi's long-context WavLM targets. Features are kept in float16 (~50 KB per second of audio for
     Whisper base's 512 dimensions).
 
+    Build it with :meth:`compute` (teacher in this process) or :meth:`compute_in_subprocess` (teacher
+    built from its config in a child process, which the trainer uses: see there why).
+
     Args:
-        teacher: the frozen teacher.
-        clips: the sampler's clips, mono 24 kHz ``[T]``.
-        window_s: longest piece given to the teacher at once (Whisper takes at most 30 s).
+        features: per clip, ``[T_clip / hop, D]`` teacher features at 50 Hz.
+        dim: the teacher's feature width ``D``.
     """
 
-    def __init__(self, teacher: Teacher, clips: list[torch.Tensor], window_s: float = 20.0) -> None:
+    def __init__(self, features: list[torch.Tensor], dim: int) -> None:
         self.hop = SAMPLE_RATE // TEACHER_FRAME_RATE  # 480 samples per feature
-        self.dim = teacher.dim
-        window = max(int(window_s * SAMPLE_RATE) // self.hop, 1) * self.hop
+        self.features = features
+        self.dim = dim
+
+    @classmethod
+    @torch.no_grad()
+    def compute(cls, teacher: Teacher, clips: list[torch.Tensor], window_s: float = 20.0) -> TeacherCache:
+        """Run ``teacher`` over ``clips`` (mono 24 kHz ``[T]``) in windows of at most ``window_s``."""
+        hop = SAMPLE_RATE // TEACHER_FRAME_RATE
+        window = max(int(window_s * SAMPLE_RATE) // hop, 1) * hop
         min_piece = SAMPLE_RATE // 2  # shorter pieces are zero-padded: tiny inputs break conv front ends
-        self.features: list[torch.Tensor] = []
+        features: list[torch.Tensor] = []
         for clip in tqdm(clips, desc="teacher features"):
             parts = []
             for start in range(0, clip.numel(), window):
                 piece = clip[start : start + window]
-                n = piece.numel() // self.hop
+                n = piece.numel() // hop
                 if n == 0:
                     break
                 padded = torch.nn.functional.pad(piece, (0, max(min_piece - piece.numel(), 0)))
                 feats = teacher(padded[None, None].float())[0]  # [T_t, D]
                 parts.append(_fit_frames(feats, n))
-            empty = torch.zeros(0, self.dim)
-            self.features.append(torch.cat(parts).half() if parts else empty.half())
+            features.append(torch.cat(parts).half() if parts else torch.zeros(0, teacher.dim).half())
+        return cls(features, teacher.dim)
+
+    @classmethod
+    def compute_in_subprocess(
+        cls, teacher_config: dict[str, Any], clips: list[torch.Tensor], window_s: float = 20.0
+    ) -> TeacherCache:
+        """Like :meth:`compute`, with the teacher built by Hydra from ``teacher_config`` in a child process.
+
+        Why: once CTranslate2 (the Whisper teacher) has run in a process, torch training there got
+        slower, even after the model was freed: on 2 cores a codec step took 0.22 s instead of 0.19 s,
+        0.30 s with the model kept, and two 1-thread runs side by side 1.0 s instead of 0.34 s each.
+        The child is a fresh ``python -m train.teachers`` (not multiprocessing, which would re-import
+        the caller's main script); clips and features travel through a temporary folder.
+
+        Raises:
+            RuntimeError: the child failed (its stderr, with the teacher's own error, is shown above).
+        """
+        with tempfile.TemporaryDirectory(prefix="teacher_cache_") as tmp:
+            job = {"teacher": teacher_config, "window_s": window_s, "threads": torch.get_num_threads()}
+            src, dst = Path(tmp) / "in.pt", Path(tmp) / "out.pt"
+            torch.save({"job": job, "clips": clips}, src)
+            cmd = [sys.executable, "-m", "train.teachers", str(src), str(dst)]
+            root = Path(__file__).resolve().parents[1]
+            done = subprocess.run(cmd, cwd=root, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"the teacher-feature process failed (exit {done.returncode}); run with"
+                    " distill_cache=false to see the teacher's error in this process"
+                )
+            out = torch.load(dst)
+        return cls(out["features"], int(out["dim"]))
 
     def crops(self, origins: list[tuple[int, int]], crop_samples: int) -> torch.Tensor:
         """Features ``[B, crop_samples / hop, D]`` of the crops drawn at ``origins`` (clip index, start)."""
@@ -153,3 +195,19 @@ def _fit_frames(feats: torch.Tensor, n: int) -> torch.Tensor:
         return feats[:n]
     pad = feats[-1:].expand(n - feats.shape[0], -1)
     return torch.cat([feats, pad])
+
+
+def _main(argv: list[str]) -> int:
+    """Child side of :meth:`TeacherCache.compute_in_subprocess`: ``python -m train.teachers IN OUT``."""
+    from hydra.utils import instantiate
+
+    data = torch.load(argv[0])
+    job = data["job"]
+    torch.set_num_threads(int(job["threads"]))
+    cache = TeacherCache.compute(instantiate(job["teacher"]), data["clips"], float(job["window_s"]))
+    torch.save({"features": cache.features, "dim": cache.dim}, argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
