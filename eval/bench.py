@@ -242,7 +242,8 @@ def codec_metrics(
     """``eval/codec.py``'s metrics for ``codec`` on each channel of the conversations' own audio.
 
     Each channel's reference transcript is its speaker's turns; results and plots go to
-    ``out/codec_<channel>/``.
+    ``out/codec_<channel>/``. ``judge`` is as in ``evaluate_clips``: pass a factory to keep the codec's
+    timing pass free of a live judge.
     """
     results: dict[str, Any] = {}
     for channel in channels:
@@ -260,28 +261,52 @@ def codec_metrics(
     return results
 
 
+@dataclass
+class SystemOutput:
+    """What one conversation through a system produced, before the judge listens to it."""
+
+    entry: DialogueEntry
+    assistant: np.ndarray  # [T] the system's speech, 24 kHz
+    intended: str  # the text it meant to say (its own text events)
+    run_seconds: float
+    stages: dict[str, Any]
+
+
 def run_system(
-    name: str, overrides: list[str], entries: list[DialogueEntry], judge: WhisperSTT, realtime: bool = False
-) -> list[ConversationScore]:
-    """Run every conversation through one system (built from ``configs/system/<name>.yaml``)."""
+    name: str, overrides: list[str], entries: list[DialogueEntry], realtime: bool = False
+) -> list[SystemOutput]:
+    """Run every conversation through one system (built from ``configs/system/<name>.yaml``).
+
+    No judge is alive meanwhile: a CTranslate2 model in the process slows torch on CPU (see
+    ``WhisperSTT``), which would charge the judge's cost to the system's speed.
+    """
     cfg = _compose("converse", [f"system={name}", *overrides])
     extra = {"realtime": realtime} if "realtime" in cfg.system else {}
     system = instantiate(cfg.system, **extra)
-    scores = []
+    outputs = []
     try:
         for entry in tqdm(entries, desc=f"bench {name}", unit="conv"):
             user = load_audio(entry.audio, SAMPLE_RATE, mono=False)[1]
             t0 = time.perf_counter()
             result = converse(system, user, realtime=realtime, progress=False)
             run_seconds = time.perf_counter() - t0
-            assistant = result.audio[0]
             intended = " ".join(e.text.strip() for e in result.events if e.kind == "assistant_text")
-            heard = judge.transcribe(assistant, SAMPLE_RATE) if np.abs(assistant).max() > 1e-4 else ""
-            scores.append(
-                score_conversation(entry, assistant, intended, heard, run_seconds, _stages(result.metrics))
+            outputs.append(
+                SystemOutput(entry, result.audio[0], intended, run_seconds, _stages(result.metrics))
             )
     finally:
         system.close()
+    return outputs
+
+
+def judge_outputs(outputs: list[SystemOutput], judge: WhisperSTT) -> list[ConversationScore]:
+    """Score each conversation's output; the judge transcribes the assistant's speech."""
+    scores = []
+    for out in outputs:
+        heard = judge.transcribe(out.assistant, SAMPLE_RATE) if np.abs(out.assistant).max() > 1e-4 else ""
+        scores.append(
+            score_conversation(out.entry, out.assistant, out.intended, heard, out.run_seconds, out.stages)
+        )
     return scores
 
 
@@ -442,18 +467,18 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     for name in cfg.systems:  # a missing checkpoint fails now, not after the other systems ran
         check_system(name, overrides[name])
     codec = bench_codec(cfg) if cfg.get("codec_metrics") else None
-    judge = WhisperSTT(cfg.judge)
-    scores = {
-        name: run_system(name, overrides[name], entries, judge, bool(cfg.realtime)) for name in cfg.systems
-    }
-    summary = {name: summarize(sc) for name, sc in scores.items()}
+    # Systems first, then the codec's timing pass, then the judge: nothing torch runs is timed next to a
+    # live CTranslate2 model (see WhisperSTT).
+    outputs = {name: run_system(name, overrides[name], entries, bool(cfg.realtime)) for name in cfg.systems}
     codec_results = None
     if codec is not None:
         c = cfg.codec_eval
-        channels = codec_metrics(
-            codec[0], entries, list(c.channels), judge if c.wer else None, out, int(c.plots)
-        )
+        factory = (lambda: WhisperSTT(cfg.judge)) if c.wer else None
+        channels = codec_metrics(codec[0], entries, list(c.channels), factory, out, int(c.plots))
         codec_results = {"source": codec[1], "channels": channels}
+    judge = WhisperSTT(cfg.judge)
+    scores = {name: judge_outputs(outs, judge) for name, outs in outputs.items()}
+    summary = {name: summarize(sc) for name, sc in scores.items()}
     meta = {
         "suite": cfg.get("suite_name"),
         "clock": "real time" if cfg.realtime else "offline clock",

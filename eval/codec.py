@@ -127,7 +127,7 @@ def evaluate(
         paths: audio files, any sample rate (resampled to 24 kHz, mixed to mono); a ``NAME.txt`` beside
             ``NAME.wav`` is its reference transcript.
         out_dir: output folder.
-        judge: an object with ``transcribe(audio, sr) -> str`` (``WhisperSTT``), or None to skip WER.
+        judge: as in ``evaluate_clips`` (an object, a factory, or None to skip WER).
         plots: how many clips get a spectrogram plot.
     """
     clips = []
@@ -152,7 +152,10 @@ def evaluate_clips(
         codec: the codec (eval mode is set here).
         clips: mono 24 kHz clips with optional reference transcripts.
         out_dir: output folder for ``codec_metrics.json``/``.md`` and the spectrogram PNGs.
-        judge: an object with ``transcribe(audio, sr) -> str`` (``WhisperSTT``), or None to skip WER.
+        judge: an object with ``transcribe(audio, sr) -> str`` (``WhisperSTT``), a zero-argument
+            callable that builds one, or None to skip WER. A callable is called only after the codec has
+            been timed on every clip, so that the real-time factors are not measured next to a live
+            CTranslate2 model (it slows torch on CPU; see ``WhisperSTT``).
         plots: how many clips get a spectrogram plot.
 
     Returns:
@@ -162,7 +165,8 @@ def evaluate_clips(
 
     codec.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[ClipResult] = []
+    # Pass 1, the codec alone: its real-time factors are timed before any judge exists in the process.
+    coded: list[tuple[np.ndarray, np.ndarray, float, float]] = []
     for i, clip in enumerate(tqdm(clips, desc="eval codec")):
         audio = np.asarray(clip.audio, np.float32).reshape(-1)
         if audio.size < codec.frame_size:
@@ -171,7 +175,14 @@ def evaluate_clips(
         codes, t_enc = _time(lambda x=x: codec.encode(x))
         n = audio.size
         recon_t, t_dec = _time(lambda codes=codes, n=n: codec.decode(codes, length=n))
-        recon = recon_t[0, 0].cpu().numpy().astype(np.float32)
+        coded.append((audio, recon_t[0, 0].cpu().numpy().astype(np.float32), t_enc, t_dec))
+        if i < plots:
+            plot_spectrograms(audio, coded[-1][1], out_dir / f"spectrogram_{i:02d}.png", Path(clip.name).name)
+    # Pass 2, the judge: a factory is only called now (see WhisperSTT on CTranslate2 slowing torch).
+    if isinstance(judge, type) or (judge is not None and not hasattr(judge, "transcribe")):
+        judge = judge()  # a class or a factory
+    rows: list[ClipResult] = []
+    for clip, (audio, recon, t_enc, t_dec) in zip(clips, tqdm(coded, desc="judge", disable=judge is None)):
         seconds = audio.size / SAMPLE_RATE
         wer_o = wer_r = wer_vs = None
         if judge is not None:
@@ -186,7 +197,11 @@ def evaluate_clips(
             ClipResult(
                 file=clip.name,
                 seconds=seconds,
-                mel_distance=float(multiscale_mel_distance(x, recon_t, SAMPLE_RATE)),
+                mel_distance=float(
+                    multiscale_mel_distance(
+                        torch.from_numpy(audio)[None, None], torch.from_numpy(recon)[None, None], SAMPLE_RATE
+                    )
+                ),
                 si_sdr=si_sdr(audio, recon),
                 stoi=stoi(audio, recon),
                 pesq=pesq_wb(audio, recon),
@@ -197,8 +212,6 @@ def evaluate_clips(
                 rtf_decode=t_dec / seconds,
             )
         )
-        if i < plots:
-            plot_spectrograms(audio, recon, out_dir / f"spectrogram_{i:02d}.png", Path(clip.name).name)
     summary = _summarize(codec, rows)
     (out_dir / "codec_metrics.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "codec_metrics.md").write_text(to_markdown(summary))
@@ -358,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_wer:
         from e2e_voice.stt.whisper import WhisperSTT
 
-        judge = WhisperSTT()
+        judge = WhisperSTT  # built after the codec is timed
     if args.turns:
         summary = evaluate_clips(codec, turn_clips(args.turns), Path(args.out), judge, args.plots)
     else:

@@ -11,7 +11,7 @@ import pytest
 from e2e_voice.audio.io import save_audio
 from e2e_voice.codec import build_codec, randomize_codebooks
 from e2e_voice.constants import SAMPLE_RATE
-from eval.codec import evaluate, main, pesq_wb, si_sdr, stoi, turn_clips
+from eval.codec import Clip, evaluate, evaluate_clips, main, pesq_wb, si_sdr, stoi, turn_clips
 from tests.helpers import espeak_speech
 
 TEXT = "Metrics should tell a clean copy from noise."
@@ -60,6 +60,35 @@ def test_evaluate_writes_table_json_and_plots(speech: np.ndarray, tmp_path: Path
     assert json.loads((tmp_path / "out" / "codec_metrics.json").read_text())["clips"] == 1
     assert "| clip.wav |" in (tmp_path / "out" / "codec_metrics.md").read_text()
     assert (tmp_path / "out" / "spectrogram_00.png").stat().st_size > 1000
+
+
+def test_judge_factory_is_built_after_the_codec_is_timed(speech: np.ndarray, tmp_path: Path) -> None:
+    """A live CTranslate2 judge slows torch, so a factory must not run until every clip was coded."""
+    codec = build_codec(num_codebooks=2, n_filters=16, transformer_layers=1, quantizer_levels=4)
+    events: list[str] = []
+    encode = codec.encode
+
+    def counted_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("encode")
+        return encode(*args, **kwargs)
+
+    codec.encode = counted_encode  # type: ignore[method-assign]
+
+    def factory() -> _EchoJudge:
+        events.append("judge")
+        return _EchoJudge(speech)
+
+    class LateJudge(_EchoJudge):  # a class is a factory too (``python -m eval.codec`` passes WhisperSTT)
+        def __init__(self) -> None:
+            events.append("judge")
+            super().__init__(speech)
+
+    clips = [Clip(f"c{i}", speech, TEXT) for i in range(3)]
+    for judge in (factory, LateJudge):
+        events.clear()
+        summary = evaluate_clips(codec, clips, tmp_path / "out", judge=judge, plots=0)
+        assert events == ["encode", "encode", "encode", "judge"]
+        assert summary["mean"]["wer_original"] == 0.0  # the late judge did the scoring
 
 
 @pytest.mark.slow
