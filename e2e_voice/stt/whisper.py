@@ -92,9 +92,10 @@ class WhisperSTT:
         While one is alive, torch runs slower on CPU in the same process. CTranslate2's OpenMP calls bind
         to torch's libgomp (torch loads it globally first), so its threads count against the cores, and
         libgomp then stops spin-waiting between parallel regions. Measured on 2 cores: a codec training
-        step took 0.146 s instead of 0.113 s, and a loop of small matmuls 1.9x as long. Deleting the model
-        restores the speed. So time torch work before building one, or in another process
-        (``eval.bench`` and ``eval.codec`` do; codec training computes its teacher features in a child).
+        step took 0.146 s instead of 0.113 s, an engine tick (committed pair, one conversation) 41.0 ms
+        instead of 26.8 ms, a loop of small matmuls 1.9x as long. Deleting the model restores the speed.
+        So time torch work before building one, or in another process (``eval.bench`` and ``eval.codec``
+        do; codec training computes its teacher features in a child).
         ``OMP_WAIT_POLICY=ACTIVE`` also removes the slowdown, but it made the cascade 1.6x slower
         (voice-to-voice p50 4.4 s vs 2.8 s): its spinning threads take the CPU from CTranslate2 and
         onnxruntime.
