@@ -105,6 +105,7 @@ class HFTeacher:
 
 
 TEACHER_FRAME_RATE = 50  # Whisper's encoder and WavLM/HuBERT both give 50 features per second
+TEACHER_HOP = SAMPLE_RATE // TEACHER_FRAME_RATE  # 480 samples per feature
 
 
 class TeacherCache:
@@ -124,7 +125,7 @@ class TeacherCache:
     """
 
     def __init__(self, features: list[torch.Tensor], dim: int) -> None:
-        self.hop = SAMPLE_RATE // TEACHER_FRAME_RATE  # 480 samples per feature
+        self.hop = TEACHER_HOP
         self.features = features
         self.dim = dim
 
@@ -132,7 +133,7 @@ class TeacherCache:
     @torch.no_grad()
     def compute(cls, teacher: Teacher, clips: list[torch.Tensor], window_s: float = 20.0) -> TeacherCache:
         """Run ``teacher`` over ``clips`` (mono 24 kHz ``[T]``) in windows of at most ``window_s``."""
-        hop = SAMPLE_RATE // TEACHER_FRAME_RATE
+        hop = TEACHER_HOP
         window = max(int(window_s * SAMPLE_RATE) // hop, 1) * hop
         min_piece = SAMPLE_RATE // 2  # shorter pieces are zero-padded: tiny inputs break conv front ends
         features: list[torch.Tensor] = []
@@ -155,9 +156,10 @@ class TeacherCache:
     ) -> TeacherCache:
         """Like :meth:`compute`, with the teacher built by Hydra from ``teacher_config`` in a child process.
 
-        Why: once CTranslate2 (the Whisper teacher) has run in a process, torch training there got
-        slower, even after the model was freed: on 2 cores a codec step took 0.22 s instead of 0.19 s,
-        0.30 s with the model kept, and two 1-thread runs side by side 1.0 s instead of 0.34 s each.
+        Why: CTranslate2 (the Whisper teacher) slows torch in its process (its threads join torch's
+        OpenMP runtime; see ``WhisperSTT``). On 2 cores a codec step took 0.30 s with the model kept,
+        0.22 s after freeing it, 0.19–0.24 s in a process that never loaded it, and two 1-thread runs
+        side by side 1.0 s instead of 0.34 s each.
         The child is a fresh ``python -m train.teachers`` (not multiprocessing, which would re-import
         the caller's main script); clips and features travel through a temporary folder.
 
