@@ -108,6 +108,9 @@ def test_data_sources(tmp_path: Path, corpus: Path) -> None:
         read_manifest(bad)
     with pytest.raises(FileNotFoundError, match="no audio found"):
         find_audio([str(tmp_path / "nothing*.wav")])
+    # A listed source that is missing is an error even when the others are there.
+    with pytest.raises(FileNotFoundError, match="matched no file"):
+        find_audio([str(tmp_path / "nothing*.wav")], str(manifest))
 
 
 @pytest.mark.slow

@@ -52,13 +52,24 @@ def read_manifest(path: str | Path, audio_key: str | None = None) -> list[Path]:
 def find_audio(
     files: Sequence[str] | str | None = None, manifest: str | None = None, audio_key: str | None = None
 ) -> list[Path]:
-    """Resolve a list of paths/globs and/or a manifest to existing audio files (sorted, de-duplicated)."""
+    """Resolve a list of paths/globs and/or a manifest to existing audio files (sorted, de-duplicated).
+
+    Raises:
+        FileNotFoundError: nothing was found, or one of ``files`` matched no file (a recipe that lists a
+            speech set expects it: training on the rest without saying so would change the recipe).
+    """
     patterns = [files] if isinstance(files, str) else list(files or [])
     found: set[Path] = set()
     for pat in patterns:
         p = Path(pat) if Path(pat).is_absolute() else REPO_ROOT / pat
-        matches = glob.glob(str(p), recursive=True)
-        found.update(Path(m) for m in matches if Path(m).is_file())
+        matches = [Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file()]
+        if not matches and (manifest or len(patterns) > 1):
+            raise FileNotFoundError(
+                f"data.files entry {pat!r} matched no file (the other sources did); generate it first"
+                " (the recipe's header says how, e.g. `python -m train.codec_speech` for"
+                " data/generated/codec_voices) or drop it from data.files"
+            )
+        found.update(matches)
     if manifest:
         found.update(read_manifest(manifest, audio_key))
     if not found:
