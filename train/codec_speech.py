@@ -7,8 +7,10 @@ setting (engine, voice, rate, pitch, noise drawn from :data:`POOLS`) reading con
 corpus's **train** split with short pauses between them, at a random level.
 
 Held out on purpose, so that ``data/generated/codec_speech_eval`` (the out-of-domain clips the codec
-card reports) keeps measuring unseen voices: :data:`HELD_OUT_VOICES`. Valid and test sentences are never
-read.
+card reports) keeps measuring unseen voices: :data:`HELD_OUT_VOICES`. Only the train split's turns are
+read, but the corpus's splits share some text (one prompt bank, deterministic answers: 19 of the 390
+train sentences also occur in valid/test turns), so the in-domain test turns are unseen conversations,
+not wholly unseen sentences.
 
     python -m train.codec_speech                      # data/generated/codec_voices, 120 clips x 20 s
     python -m train.codec_speech OUT --num-clips 40 --clip-seconds 10
