@@ -58,6 +58,12 @@ class VoicePool:
         return VoiceSpec(self.engine, voice, rate, pitch, noise)
 
 
+def draw_voice(pools: tuple[VoicePool, ...] | list[VoicePool], rng: np.random.Generator) -> VoiceSpec:
+    """A pool drawn by weight, then one of its voices with jitter (:meth:`VoicePool.draw`)."""
+    weights = np.array([p.weight for p in pools], dtype=np.float64)
+    return pools[int(rng.choice(len(pools), p=weights / weights.sum()))].draw(rng)
+
+
 @dataclass(frozen=True)
 class SynthSettings:
     """Everything the generator needs (built from the Hydra config by :func:`settings_from_config`)."""
@@ -158,9 +164,7 @@ def plan(settings: SynthSettings, index: int) -> ConversationPlan:
     names = [s for s in SPLITS if s in settings.splits]
     fractions = np.array([settings.splits[s] for s in names], dtype=np.float64)
     split = names[int(np.searchsorted(np.cumsum(fractions / fractions.sum()), rng.random(), side="right"))]
-    pools = settings.users
-    weights = np.array([p.weight for p in pools], dtype=np.float64)
-    user_voice = pools[int(rng.choice(len(pools), p=weights / weights.sum()))].draw(rng)
+    user_voice = draw_voice(settings.users, rng)
     n = int(rng.integers(settings.exchanges[0], settings.exchanges[1] + 1))
     prompts = []
     for i in range(n):
