@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from e2e_voice.audio.io import save_audio
 from e2e_voice.codec import load_codec
@@ -17,7 +17,15 @@ from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
 from tests.helpers import espeak_speech
 from train.codec import CodecTrainer
 from train.codec_data import CropSampler, find_audio, read_manifest
-from train.codec_losses import DistillationHead, SpectrumLoss, anti_wrap
+from train.codec_losses import (
+    DistillationHead,
+    MultiScaleMelDiscriminator,
+    SpectrumLoss,
+    anti_wrap,
+    build_discriminator,
+    discriminator_loss,
+    generator_losses,
+)
 from train.teachers import TeacherCache, WhisperEncoderTeacher
 
 SENTENCES = ["A tiny corpus for the codec.", "Resume must continue exactly.", "Seven silver spoons."]
@@ -64,9 +72,13 @@ def _params(trainer: CodecTrainer) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_resume_equals_uninterrupted(corpus: Path, tmp_path: Path) -> None:
+MEL_DISC = ("disc.kind=mel", "disc.n_ffts=[256,512]", "disc.n_mels=[32,48]", "disc.filters=8")
+
+
+@pytest.mark.parametrize("disc", [(), MEL_DISC], ids=["stft_disc", "mel_disc"])
+def test_resume_equals_uninterrupted(corpus: Path, tmp_path: Path, disc: tuple[str, ...]) -> None:
     # dropout on, so the resumed run must also draw the same number of levels per step
-    overrides = ("loss.weights.distill_cos=0", "quantizer_dropout=0.7", "train.save_every=2")
+    overrides = ("loss.weights.distill_cos=0", "quantizer_dropout=0.7", "train.save_every=2", *disc)
     straight = CodecTrainer(_cfg(corpus, *overrides), tmp_path / "a")
     full = straight.fit(steps=3)
 
@@ -231,3 +243,118 @@ def test_spectrum_loss_is_zero_for_the_true_spectrum() -> None:
     noisy[:, n_fft // 2 + 1 :] = torch.rand_like(noisy[:, n_fft // 2 + 1 :]) * 2 * torch.pi
     assert loss(x, noisy)["spec/phase"] > 0.5
     assert float(anti_wrap(torch.tensor(2 * torch.pi - 0.1))) == pytest.approx(0.1, abs=1e-5)
+
+
+def test_mel_discriminator_learns_and_passes_gradients() -> None:
+    """A few updates separate speech from its time-smeared copy; the generator's losses reach the audio."""
+    torch.manual_seed(0)
+    speech = torch.from_numpy(espeak_speech("Sharp edges in time make speech clear.", SAMPLE_RATE))
+    real = speech[None, None, : 2 * SAMPLE_RATE].clone()  # [1, 1, T]
+    # The codec's failure mode in miniature: the same sound, its envelope blurred over ~40 ms.
+    kernel = torch.ones(1, 1, 961) / 961
+    envelope = torch.nn.functional.conv1d(real.abs(), kernel, padding=480)
+    fake = (torch.randn_like(real) * envelope * 1.25).requires_grad_()
+    disc = MultiScaleMelDiscriminator((256, 512), (32, 48), SAMPLE_RATE, filters=16)
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = discriminator_loss(disc(real), disc(fake.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+    real_out, fake_out = disc(real), disc(fake)
+    assert all(r[0].mean() > f[0].mean() for r, f in zip(real_out, fake_out, strict=True))
+    assert [len(feats) for _, feats in fake_out] == [5, 5]  # features of every layer, for feature matching
+    adv, feat = generator_losses(real_out, fake_out)
+    (adv + feat).backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_discriminator_config_errors() -> None:
+    with pytest.raises(ValueError, match="'stft' or 'mel'"):
+        build_discriminator("wave", (512,), 8, SAMPLE_RATE)
+    with pytest.raises(ValueError, match="same length"):
+        build_discriminator("mel", (512, 1024), 8, SAMPLE_RATE, (64,))
+    assert isinstance(build_discriminator("mel", (512,), 8, SAMPLE_RATE, (64,)), MultiScaleMelDiscriminator)
+
+
+def test_gan_recipe_is_the_base_recipe_plus_the_mel_discriminator() -> None:
+    """configs/experiment/codec_cpu_gan.yaml changes the discriminator and its start, nothing else."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        base = OmegaConf.to_container(
+            compose("train_codec", overrides=["+experiment=codec_cpu"]), resolve=True
+        )
+        gan = OmegaConf.to_container(
+            compose("train_codec", overrides=["+experiment=codec_cpu_gan"]), resolve=True
+        )
+    assert isinstance(base, dict) and isinstance(gan, dict)
+    assert base.pop("adv_start") is None and gan.pop("adv_start") == 2000
+    expected = {"kind": "mel", "n_ffts": [512, 1024], "n_mels": [64, 80], "filters": 64, "lr": 1e-3}
+    assert gan.pop("disc") == expected
+    base.pop("disc"), base.pop("run_name"), gan.pop("run_name")
+    assert gan == base
+
+
+def test_weighted_sampler_follows_weights_and_resumes() -> None:
+    clips = [torch.zeros(4000), torch.ones(4000), torch.full((4000,), 2.0)]
+    sampler = CropSampler(clips, 1920, seed=0, weights=[6.0, 1.0, 1.0])
+    sampler.next_batch(1000)
+    counts = np.bincount([i for i, _ in sampler.last_origins], minlength=3) / 1000
+    assert abs(counts[0] - 0.75) < 0.05 and abs(counts[1] - 0.125) < 0.04, counts
+    state = sampler.state_dict()
+    expected = sampler.next_batch(4)
+    again = CropSampler(clips, 1920, seed=7, weights=[6.0, 1.0, 1.0])
+    again.load_state_dict(state)
+    assert torch.equal(again.next_batch(4), expected)
+    with pytest.raises(ValueError, match="one positive weight per clip"):
+        CropSampler(clips, 1920, weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match="one positive weight per clip"):
+        CropSampler(clips, 1920, weights=[1.0, 0.0, 1.0])
+
+
+def test_files_share_splits_crops_between_corpus_and_files(tmp_path: Path) -> None:
+    """data.files_share: one two-channel corpus file, four mono set files; a quarter of crops from the set."""
+    from train.codec import _sources
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    save_audio(tmp_path / "conv.wav", np.stack([tone, tone]), SAMPLE_RATE)
+    (tmp_path / "set").mkdir()
+    for i in range(4):
+        save_audio(tmp_path / "set" / f"v{i}.wav", tone, SAMPLE_RATE)
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(f'{{"audio": "{tmp_path}/conv.wav"}}\n')
+    data = OmegaConf.create(
+        {"files": [f"{tmp_path}/set/*.wav"], "manifest": str(manifest), "audio_key": None}
+    )
+    data.files_share = 0.25
+    paths, weights = _sources(data)
+    assert paths[0].name == "conv.wav" and weights is not None
+    sampler = CropSampler.from_files(paths, 1920, seed=0, channels="split", file_weights=weights)
+    assert len(sampler.clips) == 6  # both channels of the corpus file, four set files
+    sampler.next_batch(2000)
+    from_set = np.mean([i >= 2 for i, _ in sampler.last_origins])
+    assert abs(from_set - 0.25) < 0.04, from_set  # uniform over clips it would be 4 / 6
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="files_share"):
+            _sources(OmegaConf.merge(data, {"files_share": bad}))
+    with pytest.raises(ValueError, match="files_share"):
+        _sources(OmegaConf.merge(data, {"manifest": None}))
+    assert _sources(OmegaConf.merge(data, {"files_share": None}))[1] is None
+
+
+def test_weighted_voices_recipe_changes_only_the_share() -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        voices = OmegaConf.to_container(
+            compose("train_codec", overrides=["+experiment=codec_cpu_voices"]), resolve=True
+        )
+        weighted = OmegaConf.to_container(
+            compose("train_codec", overrides=["+experiment=codec_cpu_voices_weighted"]), resolve=True
+        )
+    assert isinstance(voices, dict) and isinstance(weighted, dict)
+    assert voices["data"].pop("files_share") is None and weighted["data"].pop("files_share") == 0.25
+    for key in ("seed", "run_name"):
+        voices.pop(key), weighted.pop(key)
+    assert weighted == voices

@@ -3,9 +3,10 @@
 Losses (namespaced keys): ``rec/mel`` multi-scale log-mel L1 and ``rec/l1`` waveform L1;
 ``spec/amp`` and ``spec/phase`` direct supervision of a spectral decoder's STFT frames (log-magnitude L1,
 anti-wrapped phase errors; ``frontend: spectral`` codecs only);
-``adv/gen`` hinge loss and ``adv/feat`` feature matching against a multi-scale STFT discriminator
-(``disc/loss``); ``vq/commit`` RVQ commitment (moshi's codebooks follow an EMA of their assigned
-latents and replace dead entries in training mode, so they need no gradient); ``distill/cos``
+``adv/gen`` hinge loss and ``adv/feat`` feature matching against a multi-scale STFT (``disc.kind: stft``)
+or log-mel (``mel``) discriminator (``disc/loss``); ``vq/commit`` RVQ commitment (moshi's codebooks
+follow an EMA of their assigned latents and replace dead entries in training mode, so they need no
+gradient); ``distill/cos``
 cosine distance between the projected first (semantic) level and a frozen teacher's features.
 Quantizer dropout: with probability ``quantizer_dropout`` a batch uses a random number of levels.
 
@@ -41,9 +42,9 @@ from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rn
 from train.codec_data import CropSampler, find_audio
 from train.codec_losses import (
     DistillationHead,
-    MultiScaleSTFTDiscriminator,
     ReconstructionLoss,
     SpectrumLoss,
+    build_discriminator,
     discriminator_loss,
     generator_losses,
 )
@@ -65,6 +66,27 @@ def _lr_lambda(warmup: int, total: int) -> Any:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # cosine to 10%
 
     return f
+
+
+def _sources(data: DictConfig) -> tuple[list[Path], list[float] | None]:
+    """The training files and, with ``data.files_share`` set, each file's draw weight.
+
+    ``files_share`` is the fraction of crops drawn from ``data.files`` (the rest from the manifest), so
+    that adding a speech set does not dilute the corpus by its file count.
+    """
+    share = data.get("files_share")
+    if share is None:
+        return find_audio(data.files, data.manifest, data.audio_key), None
+    share = float(share)
+    if not 0.0 < share < 1.0 or not data.manifest or not data.files:
+        raise ValueError(
+            f"data.files_share={share} needs 0 < share < 1, a data.manifest and data.files (it splits the"
+            " crops between them); set it to null to draw every clip alike"
+        )
+    extra = find_audio(data.files)
+    corpus = [p for p in find_audio(None, data.manifest, data.audio_key) if p not in set(extra)]
+    weights = [(1 - share) / len(corpus)] * len(corpus) + [share / len(extra)] * len(extra)
+    return corpus + extra, weights
 
 
 class CodecTrainer:
@@ -95,13 +117,14 @@ class CodecTrainer:
         crop = round(float(cfg.data.crop_seconds) * codec.frame_rate) * codec.frame_size
         if crop < codec.frame_size:
             raise ValueError(f"data.crop_seconds={cfg.data.crop_seconds} is shorter than one codec frame")
-        paths = find_audio(cfg.data.files, cfg.data.manifest, cfg.data.audio_key)
+        paths, file_weights = _sources(cfg.data)
         self.data = CropSampler.from_files(
             paths,
             crop,
             seed=int(cfg.seed),
             channels=str(cfg.data.get("channels", "mix")),
             min_rms=float(cfg.data.get("min_rms", 0.0)),
+            file_weights=file_weights,
         )
         # Semantic distillation. With distill_cache the teacher's features of the sampler's whole clips are
         # computed once, in a child process (see TeacherCache.compute_in_subprocess), and no teacher lives
@@ -122,7 +145,13 @@ class CodecTrainer:
             self.distill = DistillationHead(int(codec.arch.get("dimension", 512)), teacher_dim)
         # The discriminator is built after the distillation head so that the global RNG (initial
         # weights, quantizer dropout) follows the same sequence as the run behind the committed codec.
-        self.disc = MultiScaleSTFTDiscriminator(tuple(cfg.disc.n_ffts), int(cfg.disc.filters))
+        self.disc = build_discriminator(
+            str(cfg.disc.get("kind", "stft")),
+            tuple(int(n) for n in cfg.disc.n_ffts),
+            int(cfg.disc.filters),
+            codec.sample_rate,
+            tuple(int(n) for n in cfg.disc.get("n_mels", ())),
+        )
         self.rec = ReconstructionLoss(
             codec.sample_rate, tuple(cfg.loss.mel_n_ffts), tuple(cfg.loss.mel_n_mels)
         )

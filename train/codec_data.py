@@ -91,6 +91,7 @@ class CropSampler:
             a two-channel conversation is silent on each side about half the time, and a batch of
             silence teaches a codec little. 0 keeps every draw.
         max_tries: draws per crop when ``min_rms`` is set.
+        weights: per-clip draw weights (any positive scale); ``None`` draws every clip alike.
     """
 
     def __init__(
@@ -100,9 +101,15 @@ class CropSampler:
         seed: int = 0,
         min_rms: float = 0.0,
         max_tries: int = 10,
+        weights: Sequence[float] | None = None,
     ) -> None:
         if not clips:
             raise ValueError("CropSampler needs at least one clip")
+        self.weights: torch.Tensor | None = None
+        if weights is not None:
+            if len(weights) != len(clips) or min(weights) <= 0:
+                raise ValueError(f"need one positive weight per clip ({len(clips)}), got {len(weights)}")
+            self.weights = torch.tensor([float(w) for w in weights], dtype=torch.float64)
         self.clips = clips
         self.crop = crop_samples
         self.min_rms = float(min_rms)
@@ -119,19 +126,29 @@ class CropSampler:
         seed: int = 0,
         channels: str = "mix",
         min_rms: float = 0.0,
+        file_weights: Sequence[float] | None = None,
     ) -> CropSampler:
-        """Load ``paths`` at 24 kHz; ``channels="split"`` makes each channel of a file its own clip."""
+        """Load ``paths`` at 24 kHz; ``channels="split"`` makes each channel of a file its own clip.
+
+        ``file_weights`` (one per path) weighs the draws; a file's channels share its weight.
+        """
         if channels not in ("mix", "split"):
             raise ValueError(f"data.channels must be 'mix' or 'split', got {channels!r}")
         clips: list[torch.Tensor] = []
-        for p in tqdm(paths, desc="load audio"):
+        weights: list[float] = []
+        for i, p in enumerate(tqdm(paths, desc="load audio")):
             audio = load_audio(p, SAMPLE_RATE, mono=channels == "mix")  # [C, T]
-            clips.extend(torch.from_numpy(np.ascontiguousarray(c)) for c in audio)
-        clips = [c for c in clips if c.numel() > 0]
-        return cls(clips, crop_samples, seed, min_rms=min_rms)
+            kept = [c for c in audio if c.size > 0]
+            clips.extend(torch.from_numpy(np.ascontiguousarray(c)) for c in kept)
+            weights.extend([1.0 if file_weights is None else float(file_weights[i]) / len(kept)] * len(kept))
+        drawn = None if file_weights is None else weights
+        return cls(clips, crop_samples, seed, min_rms=min_rms, weights=drawn)
 
     def _draw(self) -> tuple[int, int, torch.Tensor]:
-        i = int(torch.randint(len(self.clips), (1,), generator=self.gen))
+        if self.weights is None:  # kept as is: the committed codec's crops were drawn this way
+            i = int(torch.randint(len(self.clips), (1,), generator=self.gen))
+        else:
+            i = int(torch.multinomial(self.weights, 1, generator=self.gen))
         clip = self.clips[i]
         start = int(torch.randint(max(clip.numel() - self.crop, 0) + 1, (1,), generator=self.gen))
         return i, start, clip[start : start + self.crop]
