@@ -41,3 +41,17 @@ def espeak_speech(text: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mono float32 speech of ``text`` from espeak-ng, at ``sample_rate``."""
     audio, sr = espeak.synthesize(text)
     return resample(audio, sr, sample_rate)
+
+
+def codec_recipe(experiment: str) -> dict:
+    """``train_codec`` composed with ``+experiment=<experiment>``, resolved to plain containers."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from e2e_voice.constants import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        composed = compose("train_codec", overrides=[f"+experiment={experiment}"])
+    cfg = OmegaConf.to_container(composed, resolve=True)
+    assert isinstance(cfg, dict)
+    return cfg

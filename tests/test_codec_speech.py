@@ -11,6 +11,7 @@ import pytest
 from e2e_voice.audio.io import load_audio
 from e2e_voice.constants import REPO_ROOT, SAMPLE_RATE
 from e2e_voice.tts.engines import VoiceSpec
+from tests.helpers import codec_recipe
 from train import codec_speech
 from train.codec_data import find_audio
 
@@ -82,15 +83,7 @@ def test_build_speaks_real_voices_and_resumes(tmp_path: Path) -> None:
 
 def test_voices_recipe_is_the_base_recipe_plus_the_speech_set() -> None:
     """configs/experiment/codec_cpu_voices.yaml changes the data and nothing else (the card compares them)."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from e2e_voice.constants import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        base = OmegaConf.to_container(compose("train_codec", overrides=["+experiment=codec_cpu"]))
-        voices = OmegaConf.to_container(compose("train_codec", overrides=["+experiment=codec_cpu_voices"]))
-    assert isinstance(base, dict) and isinstance(voices, dict)
+    base, voices = codec_recipe("codec_cpu"), codec_recipe("codec_cpu_voices")
     assert voices["data"].pop("files") == ["data/generated/codec_voices/*.wav"]
     assert base["data"].pop("files") == []
     for key in ("seed", "run_name"):

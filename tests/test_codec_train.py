@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from e2e_voice.audio.io import save_audio
 from e2e_voice.codec import load_codec
 from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
-from tests.helpers import espeak_speech
+from tests.helpers import codec_recipe, espeak_speech
 from train.codec import CodecTrainer
 from train.codec_data import CropSampler, find_audio, read_manifest
 from train.codec_losses import (
@@ -282,14 +282,7 @@ def test_discriminator_config_errors() -> None:
 
 def test_gan_recipe_is_the_base_recipe_plus_the_mel_discriminator() -> None:
     """configs/experiment/codec_cpu_gan.yaml changes the discriminator and its start, nothing else."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        base = OmegaConf.to_container(
-            compose("train_codec", overrides=["+experiment=codec_cpu"]), resolve=True
-        )
-        gan = OmegaConf.to_container(
-            compose("train_codec", overrides=["+experiment=codec_cpu_gan"]), resolve=True
-        )
-    assert isinstance(base, dict) and isinstance(gan, dict)
+    base, gan = codec_recipe("codec_cpu"), codec_recipe("codec_cpu_gan")
     assert base.pop("adv_start") is None and gan.pop("adv_start") == 2000
     expected = {"kind": "mel", "n_ffts": [512, 1024], "n_mels": [64, 80], "filters": 64, "lr": 1e-3}
     assert gan.pop("disc") == expected
@@ -346,14 +339,7 @@ def test_files_share_splits_crops_between_corpus_and_files(tmp_path: Path) -> No
 
 
 def test_weighted_voices_recipe_changes_only_the_share() -> None:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        voices = OmegaConf.to_container(
-            compose("train_codec", overrides=["+experiment=codec_cpu_voices"]), resolve=True
-        )
-        weighted = OmegaConf.to_container(
-            compose("train_codec", overrides=["+experiment=codec_cpu_voices_weighted"]), resolve=True
-        )
-    assert isinstance(voices, dict) and isinstance(weighted, dict)
+    voices, weighted = codec_recipe("codec_cpu_voices"), codec_recipe("codec_cpu_voices_weighted")
     assert voices["data"].pop("files_share") is None and weighted["data"].pop("files_share") == 0.25
     for key in ("seed", "run_name"):
         voices.pop(key), weighted.pop(key)

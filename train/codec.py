@@ -6,8 +6,8 @@ anti-wrapped phase errors; ``frontend: spectral`` codecs only);
 ``adv/gen`` hinge loss and ``adv/feat`` feature matching against a multi-scale STFT (``disc.kind: stft``)
 or log-mel (``mel``) discriminator (``disc/loss``); ``vq/commit`` RVQ commitment (moshi's codebooks
 follow an EMA of their assigned latents and replace dead entries in training mode, so they need no
-gradient); ``distill/cos``
-cosine distance between the projected first (semantic) level and a frozen teacher's features.
+gradient); ``distill/cos`` cosine distance between the projected first (semantic) level and a frozen
+teacher's features.
 Quantizer dropout: with probability ``quantizer_dropout`` a batch uses a random number of levels.
 
 A run lives in ``runs/train_codec/<run_name>/``: ``checkpoint.pt`` (everything to resume exactly,
@@ -84,7 +84,8 @@ def _sources(data: DictConfig) -> tuple[list[Path], list[float] | None]:
             " crops between them); set it to null to draw every clip alike"
         )
     extra = find_audio(data.files)
-    corpus = [p for p in find_audio(None, data.manifest, data.audio_key) if p not in set(extra)]
+    in_files = set(extra)
+    corpus = [p for p in find_audio(None, data.manifest, data.audio_key) if p not in in_files]
     weights = [(1 - share) / len(corpus)] * len(corpus) + [share / len(extra)] * len(extra)
     return corpus + extra, weights
 

@@ -140,7 +140,8 @@ class CropSampler:
             audio = load_audio(p, SAMPLE_RATE, mono=channels == "mix")  # [C, T]
             kept = [c for c in audio if c.size > 0]
             clips.extend(torch.from_numpy(np.ascontiguousarray(c)) for c in kept)
-            weights.extend([1.0 if file_weights is None else float(file_weights[i]) / len(kept)] * len(kept))
+            if file_weights is not None and kept:
+                weights.extend([float(file_weights[i]) / len(kept)] * len(kept))
         drawn = None if file_weights is None else weights
         return cls(clips, crop_samples, seed, min_rms=min_rms, weights=drawn)
 

@@ -18,6 +18,17 @@ from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE
 DiscOutput = list[tuple[torch.Tensor, list[torch.Tensor]]]
 
 
+def _conv_stack(
+    convs: nn.ModuleList, out: nn.Module, h: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A discriminator's body: each conv then leaky ReLU; returns (logits, every layer's features)."""
+    feats = []
+    for conv in convs:
+        h = F.leaky_relu(conv(h), 0.2)
+        feats.append(h)
+    return out(h), feats
+
+
 class STFTDiscriminator(nn.Module):
     """One resolution: 2D convs over the complex STFT, dilated in time, strided in frequency."""
 
@@ -39,11 +50,7 @@ class STFTDiscriminator(nn.Module):
             x, self.n_fft, hop_length=self.n_fft // 4, window=self.window.to(x), return_complex=True
         )  # [B, F, N]
         h = torch.view_as_real(spec).permute(0, 3, 2, 1)  # [B, 2, N, F]
-        feats = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), 0.2)
-            feats.append(h)
-        return self.out(h), feats
+        return _conv_stack(self.convs, self.out, h)
 
 
 class MultiScaleSTFTDiscriminator(nn.Module):
@@ -84,11 +91,7 @@ class MelDiscriminator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h = log_mel(audio, self.sample_rate, self.n_fft, self.n_mels)  # [B, M, N]
-        feats = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), 0.2)
-            feats.append(h)
-        return self.out(h), feats
+        return _conv_stack(self.convs, self.out, h)
 
 
 class MultiScaleMelDiscriminator(nn.Module):
