@@ -5,8 +5,15 @@ spectrogram plots of original vs reconstruction.
     python -m eval.codec --checkpoint runs/train_codec/cpu1/codec.safetensors \
         --audio 'data/generated/codec_smoke/*.wav' --out runs/eval_codec/cpu1
 
+    python -m eval.codec --checkpoint checkpoints/codec_cpu/codec.safetensors --set data/generated/codec_eval
+    python -m eval.codec --checkpoint checkpoints/codec_cpu/codec.safetensors \
+        --turns data/generated/synthetic/test.jsonl
+
 A ``NAME.txt`` beside ``NAME.wav`` is the reference transcript; without one, only the WER of the
-reconstruction against the judge's transcript of the original is reported.
+reconstruction against the judge's transcript of the original is reported. ``--set`` reads an evaluation
+set from ``python -m eval.codec_set`` and ``--turns`` every turn of a corpus manifest; both report each
+group (voice group, or role) with a pooled WER and its 95 % bootstrap interval over clips. To compare
+several checkpoints on one set, with paired intervals, use ``python -m eval.codec_rank``.
 """
 
 from __future__ import annotations
@@ -35,17 +42,21 @@ PESQ_RATE = 16_000
 
 @dataclass
 class Clip:
-    """One clip to evaluate: a name for the table, mono 24 kHz audio ``[T]``, its transcript if known."""
+    """One clip to evaluate: a name for the table, mono 24 kHz audio ``[T]``, its transcript if known, and
+    the group it is summarised in (a role, a voice group of the evaluation set)."""
 
     name: str
     audio: np.ndarray
     reference: str | None = None
+    group: str = "all"
 
 
 @dataclass
 class ClipResult:
     file: str  # the clip's name (its path when it came from a file)
+    group: str
     seconds: float
+    ref_words: int | None  # words of the normalised reference (WER x ref_words = word errors)
     mel_distance: float
     si_sdr: float
     stoi: float
@@ -53,6 +64,8 @@ class ClipResult:
     wer_original: float | None  # vs the reference transcript, when there is one
     wer_reconstruction: float | None
     wer_vs_original_transcript: float | None  # recon transcript vs the judge's transcript of the original
+    heard_original: str | None  # the judge's transcripts (to read hallucinations, or score them anew)
+    heard_reconstruction: str | None
     rtf_encode: float  # seconds of compute per second of audio
     rtf_decode: float
 
@@ -161,7 +174,7 @@ def evaluate_clips(
     Returns:
         The summary (codec description incl. bitrate, per-clip rows, means) written to the json.
     """
-    from e2e_voice.stt.whisper import word_error_rate
+    from e2e_voice.stt.whisper import normalize_text, word_error_rate
 
     codec.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,10 +198,12 @@ def evaluate_clips(
     for clip, (audio, recon, t_enc, t_dec) in zip(clips, tqdm(coded, desc="judge", disable=judge is None)):
         seconds = audio.size / SAMPLE_RATE
         wer_o = wer_r = wer_vs = None
+        heard_o = heard_r = None
+        ref_words = len(normalize_text(clip.reference).split()) if clip.reference else None
         if judge is not None:
             heard_o = judge.transcribe(audio, SAMPLE_RATE)
             heard_r = judge.transcribe(recon, SAMPLE_RATE)
-            if clip.reference and clip.reference.strip():
+            if ref_words and clip.reference:
                 wer_o = word_error_rate(clip.reference, heard_o)
                 wer_r = word_error_rate(clip.reference, heard_r)
             if heard_o.strip():
@@ -196,7 +211,9 @@ def evaluate_clips(
         rows.append(
             ClipResult(
                 file=clip.name,
+                group=clip.group,
                 seconds=seconds,
+                ref_words=ref_words,
                 mel_distance=float(
                     multiscale_mel_distance(
                         torch.from_numpy(audio)[None, None], torch.from_numpy(recon)[None, None], SAMPLE_RATE
@@ -208,6 +225,8 @@ def evaluate_clips(
                 wer_original=wer_o,
                 wer_reconstruction=wer_r,
                 wer_vs_original_transcript=wer_vs,
+                heard_original=heard_o,
+                heard_reconstruction=heard_r,
                 rtf_encode=t_enc / seconds,
                 rtf_decode=t_dec / seconds,
             )
@@ -223,8 +242,37 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+QUALITY_KEYS = ("mel_distance", "si_sdr", "stoi", "pesq")
+
+
+def word_errors(rows: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-clip word errors for WER ``key`` and reference word counts, over the clips that have both."""
+    have = [r for r in rows if r.get(key) is not None and r.get("ref_words")]
+    errors = np.array([round(r[key] * r["ref_words"]) for r in have], np.float64)
+    return errors, np.array([r["ref_words"] for r in have], np.float64)
+
+
+def group_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """One group's figures: pooled WER (all word errors over all reference words, so a short clip that
+    Whisper hallucinates on counts by its words, not as one of a few means) with a 95 % bootstrap
+    interval over clips, and mean mel distance / SI-SDR / STOI / PESQ."""
+    from eval.metrics import bootstrap_ci
+
+    out: dict[str, Any] = {"clips": len(rows), "seconds": float(sum(r["seconds"] for r in rows))}
+    for key in ("wer_original", "wer_reconstruction"):
+        errors, words = word_errors(rows, key)
+        out[key] = list(bootstrap_ci(errors, words, seed=seed)) if words.size else None
+        out["ref_words"] = int(words.sum())
+    for key in QUALITY_KEYS:
+        out[key] = _mean([r[key] for r in rows])
+    return out
+
+
 def _summarize(codec: MimiCodec, rows: list[ClipResult]) -> dict[str, Any]:
-    keys = [k for k in ClipResult.__dataclass_fields__ if k not in ("file", "seconds")]
+    skip = ("file", "group", "seconds", "ref_words", "heard_original", "heard_reconstruction")
+    keys = [k for k in ClipResult.__dataclass_fields__ if k not in skip]
+    per_clip = [asdict(r) for r in rows]
+    groups = sorted({r.group for r in rows})
     return {
         "codec": {
             "arch": codec.arch,
@@ -236,7 +284,8 @@ def _summarize(codec: MimiCodec, rows: list[ClipResult]) -> dict[str, Any]:
         "clips": len(rows),
         "audio_seconds": float(sum(r.seconds for r in rows)),
         "mean": {k: _mean([getattr(r, k) for r in rows]) for k in keys},
-        "per_clip": [asdict(r) for r in rows],
+        "groups": {g: group_summary([r for r in per_clip if r["group"] == g]) for g in groups},
+        "per_clip": per_clip,
     }
 
 
@@ -254,7 +303,9 @@ def to_markdown(summary: dict[str, Any]) -> str:
         "",
         f"bitrate {c['bitrate_bps'] / 1000:.2f} kbps = {c['num_codebooks']} codebooks x "
         f"log2({c['cardinality']}) bits x {c['frame_rate']:g} Hz",
-        "",
+    ]
+    lines += ["", *group_table(summary["groups"]), ""]
+    lines += [
         "| clip | mel dist | SI-SDR dB | STOI | PESQ wb | WER orig | WER recon | WER recon vs orig"
         " | RTF enc | RTF dec |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -268,6 +319,24 @@ def to_markdown(summary: dict[str, Any]) -> str:
         cells += [_fmt(r[k]) for k in ("rtf_encode", "rtf_decode")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _ci(v: list[float] | None) -> str:
+    return "-" if v is None else f"{100 * v[0]:.1f}% [{100 * v[1]:.1f}, {100 * v[2]:.1f}]"
+
+
+def group_table(groups: dict[str, Any]) -> list[str]:
+    """Markdown lines: one row per group, pooled WERs with 95 % intervals, mean quality metrics."""
+    lines = [
+        "| group | clips | seconds | words | WER orig | WER recon [95 % CI] | mel dist | STOI | PESQ wb |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, g in groups.items():
+        orig = "-" if g["wer_original"] is None else f"{100 * g['wer_original'][0]:.1f}%"
+        cells = [str(g["clips"]), f"{g['seconds']:.0f}", str(g.get("ref_words", 0)), orig]
+        cells += [_ci(g["wer_reconstruction"]), _fmt(g["mel_distance"]), _fmt(g["stoi"]), _fmt(g["pesq"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 CORPUS_CHANNELS = {"assistant": 0, "user": 1}  # the synthetic corpus's layout (issue #3)
@@ -304,7 +373,27 @@ def turn_clips(manifest: str | Path, pad_s: float = 0.2) -> list[Clip]:
             start = max(int((turn["start"] - pad_s) * SAMPLE_RATE), 0)
             end = min(int((turn["end"] + pad_s) * SAMPLE_RATE), channel.size)
             name = f"{row.get('id', path.stem)}_{k:02d}_{turn['speaker']}"
-            clips.append(Clip(name, channel[start:end].copy(), turn.get("text")))
+            clips.append(Clip(name, channel[start:end].copy(), turn.get("text"), turn["speaker"]))
+    return clips
+
+
+def set_clips(folder: str | Path) -> list[Clip]:
+    """The clips of an evaluation set written by ``python -m eval.codec_set`` (its ``manifest.jsonl``).
+
+    Raises:
+        FileNotFoundError: no manifest (with the command that writes one) or a missing clip.
+    """
+    path = Path(folder) / "manifest.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; write the evaluation set with `python -m eval.codec_set {folder}`"
+        )
+    clips = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            audio = load_audio(path.parent / row["audio"], SAMPLE_RATE, mono=True)[0]
+            clips.append(Clip(str(path.parent / row["audio"]), audio, row["text"], row["group"]))
     return clips
 
 
@@ -353,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "--audio", nargs="+", help="audio files or globs (a .txt next to a file is its transcript)"
     )
     what.add_argument("--turns", help="a synth-data manifest: evaluate every turn of its conversations")
+    what.add_argument("--set", help="an evaluation set folder written by `python -m eval.codec_set`")
     parser.add_argument("--num-codebooks", type=int, default=None, help="RVQ levels to use")
     parser.add_argument("--out", default="runs/eval_codec/latest", help="output folder")
     parser.add_argument("--no-wer", action="store_true", help="skip the Whisper judge")
@@ -372,8 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         from e2e_voice.stt.whisper import WhisperSTT
 
         judge = WhisperSTT  # built after the codec is timed
-    if args.turns:
-        summary = evaluate_clips(codec, turn_clips(args.turns), Path(args.out), judge, args.plots)
+    if args.turns or args.set:
+        clips = turn_clips(args.turns) if args.turns else set_clips(args.set)
+        summary = evaluate_clips(codec, clips, Path(args.out), judge, args.plots)
     else:
         summary = evaluate(codec, paths, Path(args.out), judge, args.plots)
     print(to_markdown(summary))

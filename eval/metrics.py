@@ -210,3 +210,56 @@ def p50_p90(values: list[float]) -> tuple[float | None, float | None]:
         return None, None
     p50, p90 = np.percentile(np.asarray(values, np.float64), [50, 90])
     return float(p50), float(p90)
+
+
+def pooled_rate(errors: np.ndarray, totals: np.ndarray) -> float:
+    """Errors over total (a corpus WER from per-clip word errors and reference word counts)."""
+    total = float(np.sum(totals))
+    if total <= 0:
+        raise ValueError("pooled rate of nothing: the reference word counts sum to 0")
+    return float(np.sum(errors) / total)
+
+
+def bootstrap_ci(
+    errors: np.ndarray | list[float],
+    totals: np.ndarray | list[float],
+    baseline_errors: np.ndarray | list[float] | None = None,
+    n: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """A pooled rate (or its difference to a baseline on the same items) with a percentile bootstrap CI.
+
+    Items (clips) are resampled with replacement; with ``baseline_errors`` the same resample is used for
+    both systems (a paired bootstrap), so the interval is of the difference ``rate - baseline_rate``, and
+    an interval wholly below 0 means fewer errors than the baseline beyond clip-sampling noise.
+
+    Args:
+        errors: per item error counts (e.g. WER x reference words).
+        totals: per item reference counts.
+        baseline_errors: the baseline's error counts on the same items, for a paired difference.
+        n: bootstrap resamples.
+        level: the interval's coverage.
+        seed: the resampling seed.
+
+    Returns:
+        ``(estimate, low, high)``.
+
+    Raises:
+        ValueError: empty or mismatched inputs, or totals summing to 0.
+    """
+    e = np.asarray(errors, np.float64)
+    t = np.asarray(totals, np.float64)
+    b = None if baseline_errors is None else np.asarray(baseline_errors, np.float64)
+    if e.size == 0 or e.shape != t.shape or (b is not None and b.shape != e.shape):
+        raise ValueError(
+            f"need equal, non-empty item arrays; got {e.shape}, {t.shape}, {None if b is None else b.shape}"
+        )
+    diff = e if b is None else e - b
+    estimate = pooled_rate(diff, t)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, e.size, size=(n, e.size))
+    sums = t[idx].sum(axis=1)
+    stats = diff[idx].sum(axis=1)[sums > 0] / sums[sums > 0]
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return estimate, float(lo), float(hi)

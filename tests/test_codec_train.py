@@ -290,6 +290,14 @@ def test_gan_recipe_is_the_base_recipe_plus_the_mel_discriminator() -> None:
     assert gan == base
 
 
+def test_deep_recipe_is_the_base_recipe_with_deeper_transformers() -> None:
+    """configs/experiment/codec_cpu_deep.yaml doubles the transformer layers, nothing else."""
+    base, deep = codec_recipe("codec_cpu"), codec_recipe("codec_cpu_deep")
+    assert base["codec"].pop("transformer_layers") == 2 and deep["codec"].pop("transformer_layers") == 4
+    base.pop("run_name"), deep.pop("run_name")
+    assert deep == base
+
+
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
     clips = [torch.zeros(4000), torch.ones(4000), torch.full((4000,), 2.0)]
     sampler = CropSampler(clips, 1920, seed=0, weights=[6.0, 1.0, 1.0])
@@ -336,6 +344,8 @@ def test_files_share_splits_crops_between_corpus_and_files(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="files_share"):
         _sources(OmegaConf.merge(data, {"manifest": None}))
     assert _sources(OmegaConf.merge(data, {"files_share": None}))[1] is None
+    with pytest.raises(ValueError, match="no corpus left"):  # the set is the corpus too
+        _sources(OmegaConf.merge(data, {"files": [f"{tmp_path}/*.wav", f"{tmp_path}/set/*.wav"]}))
 
 
 def test_weighted_voices_recipe_changes_only_the_share() -> None:

@@ -101,3 +101,21 @@ def test_percentiles() -> None:
     assert m.p50_p90([]) == (None, None)
     p50, p90 = m.p50_p90([float(x) for x in range(1, 11)])
     assert p50 == pytest.approx(5.5) and p90 == pytest.approx(9.1)
+
+
+def test_bootstrap_interval_covers_the_pooled_rate_and_narrows_with_more_clips() -> None:
+    rng = np.random.default_rng(0)
+    words = rng.integers(5, 30, size=400).astype(float)
+    errors = rng.binomial(words.astype(int), 0.2).astype(float)
+    est, lo, hi = m.bootstrap_ci(errors, words)
+    assert est == pytest.approx(errors.sum() / words.sum()) and lo < est < hi
+    assert lo > 0.15 and hi < 0.25
+    _, lo10, hi10 = m.bootstrap_ci(errors[:10], words[:10])
+    assert hi10 - lo10 > 3 * (hi - lo)  # 40x fewer clips: about sqrt(40) = 6x wider
+    assert m.bootstrap_ci(errors, words, seed=3) == m.bootstrap_ci(errors, words, seed=3)
+    with pytest.raises(ValueError, match="non-empty"):
+        m.bootstrap_ci([], [])
+    with pytest.raises(ValueError, match="non-empty"):
+        m.bootstrap_ci([1.0, 2.0], [3.0, 4.0], baseline_errors=[1.0])
+    with pytest.raises(ValueError, match="sum to 0"):
+        m.bootstrap_ci([0.0], [0.0])

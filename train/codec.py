@@ -86,6 +86,12 @@ def _sources(data: DictConfig) -> tuple[list[Path], list[float] | None]:
     extra = find_audio(data.files)
     in_files = set(extra)
     corpus = [p for p in find_audio(None, data.manifest, data.audio_key) if p not in in_files]
+    if not corpus:
+        raise ValueError(
+            f"data.files_share={share}: every file of data.manifest is also in data.files, so there is no"
+            " corpus left to draw the other crops from; point data.files at another set, or set"
+            " files_share to null"
+        )
     weights = [(1 - share) / len(corpus)] * len(corpus) + [share / len(extra)] * len(extra)
     return corpus + extra, weights
 

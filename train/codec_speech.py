@@ -6,11 +6,11 @@ of a few dozen voices. This writes ``num_clips`` clips of ``clip_seconds`` each,
 setting (engine, voice, rate, pitch, noise drawn from :data:`POOLS`) reading consecutive sentences of the
 corpus's **train** split with short pauses between them, at a random level.
 
-Held out on purpose, so that ``data/generated/codec_speech_eval`` (the out-of-domain clips the codec
-card reports) keeps measuring unseen voices: :data:`HELD_OUT_VOICES`. Only the train split's turns are
-read, but the corpus's splits share some text (one prompt bank, deterministic answers: 19 of the 390
-train sentences also occur in valid/test turns), so the in-domain test turns are unseen conversations,
-not wholly unseen sentences.
+Held out on purpose, so that the ``held_out`` group of the codec evaluation set (``python -m
+eval.codec_set``) keeps measuring unseen voices: :data:`e2e_voice.data.synth.HELD_OUT_VOICES`. Only the
+train split's turns are read, but the corpus's splits share some text (one prompt bank, deterministic
+answers: 19 of the 390 train sentences also occur in valid/test turns), so the in-domain test turns are
+unseen conversations, not wholly unseen sentences; the evaluation set's sentences are unseen.
 
     python -m train.codec_speech                      # data/generated/codec_voices, 120 clips x 20 s
     python -m train.codec_speech OUT --num-clips 40 --clip-seconds 10
@@ -33,21 +33,11 @@ import numpy as np
 from tqdm import tqdm
 
 from e2e_voice.audio.io import save_audio
+from e2e_voice.audio.level import set_speech_level
 from e2e_voice.constants import SAMPLE_RATE
 from e2e_voice.data.manifest import read_manifest
 from e2e_voice.data.synth import VoicePool, draw_voice
 from e2e_voice.tts import engines
-
-HELD_OUT_VOICES = frozenset(
-    {
-        ("kokoro", "jf_alpha"),
-        ("kokoro", "jf_nezumi"),
-        ("kokoro", "jf_tebukuro"),
-        ("espeak", "en-gb"),
-        ("espeak", "en-us+f3"),
-    }
-)
-"""Voices of the out-of-domain codec evaluation clips that the corpus does not use either."""
 
 _ESPEAK_DIALECTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan", "en-us-nyc")
 _ESPEAK_VARIANTS = (
@@ -120,14 +110,9 @@ def render_clip(
         said.append(text)
         length += speech.size + gap.size
     audio = np.concatenate(pieces)[: int(clip_seconds * SAMPLE_RATE)]
-    peak = float(np.abs(audio).max())
-    if peak == 0.0:
+    if not np.abs(audio).max() > 0.0:
         raise RuntimeError(f"{spec.describe()} produced silence for {said[0]!r}")
-    # A level between -26 and -16 dBFS RMS (speech-active RMS, so pauses do not skew it), peak <= 0.99.
-    active = audio[np.abs(audio) > 1e-3]
-    rms = float(np.sqrt(np.mean(active**2))) if active.size else peak
-    gain = 10 ** (float(rng.uniform(-26, -16)) / 20) / rms
-    audio = (audio * min(gain, 0.99 / peak)).astype(np.float32)
+    audio = set_speech_level(audio, float(rng.uniform(-26, -16)))  # speech-active RMS, peak <= 0.99
     seconds = round(audio.size / SAMPLE_RATE, 3)
     record = {"voice": spec.describe(), "text": " ".join(said), "duration": seconds}
     return audio, record

@@ -35,6 +35,19 @@ from e2e_voice.tts import engines
 from e2e_voice.tts.engines import VoiceSpec
 
 SPLITS = ("train", "valid", "test")
+
+HELD_OUT_VOICES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("kokoro", "jf_alpha"),
+        ("kokoro", "jf_nezumi"),
+        ("kokoro", "jf_tebukuro"),
+        ("espeak", "en-gb"),
+        ("espeak", "en-us+f3"),
+    }
+)
+"""``(engine, voice)`` pairs reserved for evaluation: the default corpus (``configs/synth_data.yaml``) and
+the codec speech set draw none of them, so the ``held_out`` group of the codec evaluation set
+(``eval/codec_set.py``) measures voices no committed model was trained on. Tests check both."""
 NOISE_COLORS = ("white", "pink", "brown")
 
 

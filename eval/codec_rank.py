@@ -1,0 +1,245 @@
+"""Rank codec checkpoints on one evaluation set, with paired bootstrap intervals against a baseline.
+
+    python -m eval.codec_rank --set data/generated/codec_eval --baseline v5 \\
+        --checkpoint v5=checkpoints/codec_cpu/codec.safetensors 'runs/train_codec/*/codec.safetensors'
+
+A checkpoint is ``NAME=PATH`` or a path/glob (named after its folder for ``codec.safetensors``, else
+after the file). Each one is evaluated by :func:`eval.codec.evaluate_clips` (its ``codec_metrics.json``
+and ``.md`` land in ``OUT/NAME/``). The judge's transcript of each original clip is computed once and
+shared, and a checkpoint whose results are already in ``OUT/NAME/`` for the same file (size and mtime)
+and set is not evaluated again: an interrupted ranking resumes, and adding a checkpoint costs only its
+own evaluation.
+
+Writes ``OUT/rank.md``, ``rank.json`` and ``rank.png``: per group (and ``all``), the pooled WER of the
+reconstruction with a 95 % bootstrap interval over clips, and its difference to the baseline with a
+*paired* interval (the same resampled clips for both). A difference whose interval lies below 0 is
+fewer word errors than the baseline beyond clip-sampling noise; it says nothing about seed-to-seed
+noise of the training run, which only more seeds measure. The real-time factors in the per-checkpoint
+files are timed next to a live judge after the first checkpoint (see ``eval.codec``); use
+``eval.codec`` alone or ``make bench`` for speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eval.codec import Clip, evaluate_clips, load_eval_codec, set_clips, turn_clips, word_errors
+from eval.metrics import bootstrap_ci
+
+
+class MemoJudge:
+    """A judge that transcribes each distinct clip once (keyed by its samples), built on first use.
+
+    Args:
+        factory: builds the real judge (an object with ``transcribe(audio, sr) -> str``).
+    """
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._judge: Any = None
+        self.memo: dict[str, str] = {}
+        self.calls = 0  # real transcriptions (memo misses)
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
+        data = np.ascontiguousarray(audio, dtype=np.float32).tobytes()
+        key = hashlib.sha1(data).hexdigest() + f"@{sample_rate}"
+        if key not in self.memo:
+            if self._judge is None:
+                self._judge = self._factory()
+            self.memo[key] = self._judge.transcribe(audio, sample_rate)
+            self.calls += 1
+        return self.memo[key]
+
+
+def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
+    """``NAME=PATH`` or paths/globs to ``{name: path}``, in the order given.
+
+    Raises:
+        FileNotFoundError: a spec matches no file.
+        ValueError: two checkpoints get the same name.
+    """
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
+        paths = sorted(Path(p) for p in glob.glob(path)) if any(c in path for c in "*?[") else [Path(path)]
+        paths = [p for p in paths if p.is_file()]
+        if not paths:
+            raise FileNotFoundError(f"checkpoint {spec!r} matches no file")
+        for p in paths:
+            key = name or (p.parent.name if p.name == "codec.safetensors" else p.stem)
+            if key in out and out[key] != p:
+                raise ValueError(f"two checkpoints are named {key!r} ({out[key]}, {p}); name them NAME=PATH")
+            out[key] = p
+    return out
+
+
+def _source(path: Path, set_name: str) -> dict[str, Any]:
+    st = path.stat()
+    return {"checkpoint": str(path), "size": st.st_size, "mtime": st.st_mtime, "set": set_name}
+
+
+def evaluate_all(
+    checkpoints: dict[str, Path], clips: list[Clip], set_name: str, out: Path, judge: Any
+) -> dict[str, dict[str, Any]]:
+    """Each checkpoint's ``evaluate_clips`` summary, reusing results already in ``out/NAME``."""
+    results = {}
+    for name, path in checkpoints.items():
+        folder = out / name
+        done = folder / "codec_metrics.json"
+        source = _source(path, set_name)
+        if done.is_file():
+            summary = json.loads(done.read_text())
+            if summary.get("source") == source:
+                print(f"{name}: reusing {done}")
+                results[name] = summary
+                continue
+        print(f"{name}: evaluating {path}")
+        summary = evaluate_clips(load_eval_codec(str(path)), clips, folder, judge, plots=1)
+        summary["source"] = source
+        done.write_text(json.dumps(summary, indent=2))  # written last: a killed run is redone
+        results[name] = summary
+    return results
+
+
+def rank(results: dict[str, dict[str, Any]], baseline: str | None, seed: int = 0) -> dict[str, Any]:
+    """Per group (and ``all``): each checkpoint's pooled reconstruction WER with its interval, its paired
+    difference to ``baseline``, and mean mel distance and STOI; rows sorted by WER.
+
+    Raises:
+        ValueError: the baseline is not among the results, or the checkpoints saw different clips.
+    """
+    if baseline is not None and baseline not in results:
+        raise ValueError(f"baseline {baseline!r} is not one of the checkpoints {sorted(results)}")
+    clip_sets = {name: [r["file"] for r in s["per_clip"]] for name, s in results.items()}
+    first = next(iter(clip_sets.values()))
+    if any(files != first for files in clip_sets.values()):
+        raise ValueError("the checkpoints were evaluated on different clips; rank them on one set")
+    groups = [*sorted({r["group"] for s in results.values() for r in s["per_clip"]}), "all"]
+    table: dict[str, Any] = {}
+    for group in groups:
+        rows = []
+        for name, s in results.items():
+            clips = [r for r in s["per_clip"] if group in ("all", r["group"])]
+            errors, words = word_errors(clips, "wer_reconstruction")
+            if not words.size:
+                continue
+            row: dict[str, Any] = {"name": name, "wer": list(bootstrap_ci(errors, words, seed=seed))}
+            if baseline is not None:
+                base = [r for r in results[baseline]["per_clip"] if group in ("all", r["group"])]
+                base_errors, base_words = word_errors(base, "wer_reconstruction")
+                if base_words.shape == words.shape:
+                    row["delta"] = list(bootstrap_ci(errors, words, base_errors, seed=seed))
+            for key in ("mel_distance", "stoi"):
+                vals = [r[key] for r in clips if r[key] is not None]
+                row[key] = float(np.mean(vals)) if vals else None
+            rows.append(row)
+        table[group] = sorted(rows, key=lambda r: r["wer"][0])
+    return {"baseline": baseline, "groups": table}
+
+
+def to_markdown(ranking: dict[str, Any], set_name: str) -> str:
+    """The ranking as one markdown table per group."""
+    base = ranking["baseline"]
+    lines = [f"# Codec ranking on {set_name}", ""]
+    lines.append(
+        "Pooled WER of the reconstruction (Whisper base) with 95 % bootstrap intervals over clips"
+        + (f"; Δ is paired against `{base}` (below 0 = fewer errors)." if base else ".")
+    )
+    for group, rows in ranking["groups"].items():
+        lines += [
+            "",
+            f"## {group}",
+            "",
+            "| checkpoint | WER recon [95 % CI] | Δ vs baseline [95 % CI] | mel | STOI |",
+        ]
+        lines.append("|---|---|---|---|---|")
+        for r in rows:
+            w = r["wer"]
+            d = r.get("delta")
+            delta = (
+                "-"
+                if d is None or r["name"] == base
+                else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+            )
+            mel = "-" if r["mel_distance"] is None else f"{r['mel_distance']:.3f}"
+            stoi = "-" if r["stoi"] is None else f"{r['stoi']:.3f}"
+            name = f"**{r['name']}**" if r["name"] == base else r["name"]
+            wer = f"{100 * w[0]:.1f}% [{100 * w[1]:.1f}, {100 * w[2]:.1f}]"
+            lines.append(f"| {name} | {wer} | {delta} | {mel} | {stoi} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(ranking: dict[str, Any], path: Path) -> None:
+    """One panel per group: each checkpoint's WER with its interval, in the ``all`` group's order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(ranking["groups"])
+    order = [r["name"] for r in ranking["groups"]["all"]][::-1]
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(3.2 * len(groups), 0.35 * len(order) + 1.5), sharey=True
+    )
+    for ax, group in zip(np.atleast_1d(axes), groups, strict=True):
+        by_name = {r["name"]: r for r in ranking["groups"][group]}
+        for y, name in enumerate(order):
+            if name not in by_name:
+                continue
+            w = 100 * np.asarray(by_name[name]["wer"])
+            color = "tab:red" if name == ranking["baseline"] else "tab:blue"
+            ax.errorbar(w[0], y, xerr=[[w[0] - w[1]], [w[2] - w[0]]], fmt="o", color=color, capsize=3)
+        ax.set_title(group)
+        ax.set_xlabel("WER of reconstruction, %")
+        ax.grid(axis="x", alpha=0.3)
+    ax0 = np.atleast_1d(axes)[0]
+    ax0.set_yticks(range(len(order)), order)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.codec_rank", description=__doc__.splitlines()[0])
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--set", help="an evaluation set folder (python -m eval.codec_set)")
+    what.add_argument("--turns", help="a synth-data manifest: every turn of its conversations")
+    parser.add_argument("--checkpoint", nargs="+", required=True, help="NAME=PATH or paths/globs")
+    parser.add_argument("--baseline", default=None, help="the checkpoint name the others are compared with")
+    parser.add_argument("--out", default="runs/codec_rank")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    checkpoints = parse_checkpoints(args.checkpoint)
+    if args.baseline is not None and args.baseline not in checkpoints:
+        parser.error(f"--baseline {args.baseline!r} is not one of the checkpoints {sorted(checkpoints)}")
+    set_name = str(args.set or args.turns)
+    clips = set_clips(args.set) if args.set else turn_clips(args.turns)
+    from e2e_voice.stt.whisper import WhisperSTT
+
+    judge = MemoJudge(WhisperSTT)
+    out = Path(args.out)
+    results = evaluate_all(checkpoints, clips, set_name, out, judge)
+    ranking = rank(results, args.baseline)
+    (out / "rank.json").write_text(json.dumps(ranking, indent=2))
+    text = to_markdown(ranking, set_name)
+    (out / "rank.md").write_text(text)
+    plot(ranking, out / "rank.png")
+    print(text)
+    print(f"wrote {out}/rank.md, rank.json and rank.png ({judge.calls} judge transcriptions)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""The codec evaluation set (eval/codec_set.py) and the checkpoint ranking (eval/codec_rank.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from e2e_voice.audio.io import load_audio
+from e2e_voice.codec import build_codec, randomize_codebooks, save_codec
+from e2e_voice.constants import REPO_ROOT, SAMPLE_RATE
+from e2e_voice.data import content
+from e2e_voice.data.synth import HELD_OUT_VOICES, VoicePool
+from e2e_voice.stt.whisper import normalize_text
+from e2e_voice.tts.engines import VoiceSpec
+from eval import codec_rank, codec_set
+from eval.codec import Clip, evaluate_clips, set_clips
+
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "dialogues" / "manifest.jsonl"
+ASSISTANT = VoiceSpec("kokoro", "jm_kumo")
+USERS = (
+    VoicePool("espeak", ("en-us+m1", "en-us+f2"), rate=(0.9, 1.1)),
+    VoicePool("flite", ("slt",), weight=2),
+)
+
+
+def test_the_sentence_bank_is_unseen_by_the_corpus_generator() -> None:
+    bank = codec_set.load_sentences()
+    assert len(bank) >= 80 and len(set(bank)) == len(bank)
+    corpus_text = [normalize_text(t) for t in (*content.PROMPTS, *content.TEMPLATE_SENTENCES)]
+    for s in bank:
+        n = normalize_text(s)
+        assert 6 <= len(n.split()) <= 20, s
+        assert not any(n in t or t in n for t in corpus_text), f"{s!r} is corpus text"
+
+
+def test_corpus_overlap_finds_a_sentence_said_in_a_turn(tmp_path: Path) -> None:
+    turn = json.loads(FIXTURE.read_text().splitlines()[0])["turns"][0]["text"]
+    said = turn.split(".")[0].strip()
+    bank = codec_set.load_sentences()[:4]
+    assert codec_set.corpus_overlap(bank, [FIXTURE]) == []
+    assert codec_set.corpus_overlap([*bank, said.upper() + "!"], [FIXTURE]) == [said.upper() + "!"]
+    bad = tmp_path / "bank.txt"
+    bad.write_text("# comment\n\n")
+    with pytest.raises(ValueError, match="no sentences"):
+        codec_set.load_sentences(bad)
+    bad.write_text("One two three.\nOne two three.\n")
+    with pytest.raises(ValueError, match="twice"):
+        codec_set.load_sentences(bad)
+
+
+def test_clip_voices_by_group() -> None:
+    assert {codec_set.clip_voice("assistant", i, ASSISTANT, USERS) for i in range(5)} == {ASSISTANT}
+    users = [codec_set.clip_voice("user", i, ASSISTANT, USERS) for i in range(40)]
+    assert {(v.engine, v.voice) for v in users} == {
+        ("espeak", "en-us+m1"),
+        ("espeak", "en-us+f2"),
+        ("flite", "slt"),
+    }
+    held = [codec_set.clip_voice("held_out", i, ASSISTANT, USERS) for i in range(10)]
+    assert {(v.engine, v.voice) for v in held} == HELD_OUT_VOICES  # each one, equally often
+    assert all(0.9 <= v.rate <= 1.1 for v in held)
+    assert codec_set.clip_voice("user", 3, ASSISTANT, USERS, seed=1) == codec_set.clip_voice(
+        "user", 3, ASSISTANT, USERS, seed=1
+    )
+    with pytest.raises(ValueError, match="unknown group"):
+        codec_set.clip_voice("robots", 0, ASSISTANT, USERS)
+
+
+def test_the_default_corpus_uses_no_held_out_voice() -> None:
+    assistant, users = codec_set.corpus_voices()
+    drawn = {(p.engine, v) for p in users for v in p.voices} | {(assistant.engine, assistant.voice)}
+    assert drawn and not drawn & HELD_OUT_VOICES
+
+
+def _tone_tts(calls: list[tuple[VoiceSpec, str]]):  # type: ignore[no-untyped-def]
+    def fake(spec: VoiceSpec, text: str) -> np.ndarray:
+        calls.append((spec, text))
+        t = np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
+        return (0.5 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+
+    return fake
+
+
+def test_build_writes_every_group_on_the_same_sentences_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TTS is faked (the set's layout is what is tested); the real engines are used in the next test."""
+    calls: list[tuple[VoiceSpec, str]] = []
+    monkeypatch.setattr(codec_set.engines, "synthesize", _tone_tts(calls))
+    bank = [f"Sentence number {w} is here." for w in ("one", "two", "three", "four", "five", "six")]
+    manifest = codec_set.build(
+        tmp_path, ASSISTANT, USERS, clips_per_group=3, sentences=bank, exclude=[FIXTURE]
+    )
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [r["group"] for r in rows] == ["assistant"] * 3 + ["user"] * 3 + ["held_out"] * 3
+    for group in codec_set.GROUPS:
+        assert [r["text"] for r in rows if r["group"] == group] == [
+            f"{bank[2 * i]} {bank[2 * i + 1]}" for i in range(3)
+        ]
+    for r in rows:
+        audio = load_audio(tmp_path / r["audio"], SAMPLE_RATE)[0]
+        assert (tmp_path / r["audio"]).with_suffix(".txt").read_text().strip() == r["text"]
+        assert r["duration"] == pytest.approx(audio.size / SAMPLE_RATE, abs=1e-3)
+        active = audio[np.abs(audio) > 1e-3]
+        assert -26.5 <= 20 * np.log10(np.sqrt(np.mean(active**2))) <= -15.5  # the drawn level
+    assert len(calls) == 18
+    clips = set_clips(tmp_path)
+    assert [c.group for c in clips] == [r["group"] for r in rows] and clips[0].reference == rows[0]["text"]
+    # A rerun keeps finished clips (an interrupted build resumes without re-synthesising them).
+    (tmp_path / rows[-1]["audio"]).unlink()
+    codec_set.build(tmp_path, ASSISTANT, USERS, clips_per_group=3, sentences=bank)
+    assert len(calls) == 20 and manifest.read_text().splitlines() == [json.dumps(r) for r in rows]
+
+
+def test_build_refuses_what_would_not_be_held_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec_set.engines, "synthesize", _tone_tts([]))
+    said = json.loads(FIXTURE.read_text().splitlines()[0])["turns"][0]["text"].split(".")[0].strip()
+    bank = ["A first sentence that is new.", said]
+    with pytest.raises(ValueError, match="occur in the corpus"):
+        codec_set.build(tmp_path, ASSISTANT, USERS, clips_per_group=1, sentences=bank, exclude=[FIXTURE])
+    with pytest.raises(ValueError, match=r"use 1\.\.1"):
+        codec_set.build(tmp_path, ASSISTANT, USERS, clips_per_group=2, sentences=bank)
+    with pytest.raises(ValueError, match="unknown groups"):
+        codec_set.build(tmp_path, ASSISTANT, USERS, clips_per_group=1, sentences=bank, groups=["robots"])
+    with pytest.raises(FileNotFoundError, match=r"python -m eval\.codec_set"):
+        set_clips(tmp_path / "nothing")
+
+
+@pytest.fixture(scope="module")
+def espeak_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real two-group set read by espeak-ng (fast), one clip per group."""
+    out = tmp_path_factory.mktemp("codec_eval")
+    users = (VoicePool("espeak", ("en-us+m3",)),)
+    codec_set.build(out, VoiceSpec("espeak", "en-us"), users, clips_per_group=1, groups=["assistant", "user"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("ckpts")
+    paths = {}
+    for seed in (0, 1):
+        codec = build_codec(
+            num_codebooks=2, n_filters=16, transformer_layers=1, quantizer_levels=4, codebook_size=256
+        )
+        randomize_codebooks(codec.model, seed=seed)
+        paths[f"r{seed}"] = save_codec(codec, out / f"r{seed}" / "codec.safetensors")
+    return paths
+
+
+def test_rank_cli_end_to_end_with_whisper_and_resume(
+    espeak_set: Path, two_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rank"
+    args = ["--set", str(espeak_set), "--baseline", "r0", "--out", str(out), "--checkpoint"]
+    args += [str(p) for p in two_checkpoints.values()]
+    assert codec_rank.main(args) == 0
+    first = capsys.readouterr().out
+    assert "(6 judge transcriptions)" in first  # the 2 originals once, 2 reconstructions per checkpoint
+    ranking = json.loads((out / "rank.json").read_text())
+    assert set(ranking["groups"]) == {"assistant", "user", "all"}
+    rows = {r["name"]: r for r in ranking["groups"]["all"]}
+    assert set(rows) == {"r0", "r1"} and rows["r0"]["delta"] == [0.0, 0.0, 0.0]
+    for name in rows:
+        summary = json.loads((out / name / "codec_metrics.json").read_text())
+        orig = summary["groups"]["assistant"]["wer_original"]
+        assert orig[0] < 0.3  # Whisper understands the espeak original
+        assert summary["groups"]["assistant"]["wer_reconstruction"][0] > orig[0]  # random weights do not
+    assert "## assistant" in (out / "rank.md").read_text() and (out / "rank.png").stat().st_size > 1000
+    # A rerun reuses both evaluations: no transcription at all.
+    assert codec_rank.main(args) == 0
+    assert "(0 judge transcriptions)" in capsys.readouterr().out
+
+
+def _summary(group: str, errors: list[int], words: list[int]) -> dict[str, object]:
+    rows = [
+        {
+            "file": f"c{i}",
+            "group": group,
+            "ref_words": w,
+            "wer_reconstruction": e / w,
+            "mel_distance": 0.2,
+            "stoi": 0.7,
+        }
+        for i, (e, w) in enumerate(zip(errors, words, strict=True))
+    ]
+    return {"per_clip": rows}
+
+
+def test_rank_orders_by_pooled_wer_with_a_paired_difference() -> None:
+    words = [10] * 30
+    base = [5, 0, 9, 2, 7, 1, 8, 3, 6, 4] * 3
+    better = [max(e - 1, 0) for e in base]  # one error fewer on most clips
+    results = {"base": _summary("user", base, words), "better": _summary("user", better, words)}
+    ranking = codec_rank.rank(results, "base")
+    rows = ranking["groups"]["user"]
+    assert [r["name"] for r in rows] == ["better", "base"]
+    assert rows[0]["wer"][0] == pytest.approx(sum(better) / 300)
+    delta = rows[0]["delta"]
+    assert delta[0] == pytest.approx((sum(better) - sum(base)) / 300) and delta[2] < 0  # wholly below 0
+    lo_base, hi_better = rows[1]["wer"][1], rows[0]["wer"][2]
+    assert hi_better > lo_base  # unpaired intervals overlap; only pairing resolves the difference
+    with pytest.raises(ValueError, match="baseline"):
+        codec_rank.rank(results, "nope")
+    results["other"] = _summary("user", base[:10], words[:10])
+    with pytest.raises(ValueError, match="different clips"):
+        codec_rank.rank(results, "base")
+
+
+def test_parse_checkpoints_names_and_errors(two_checkpoints: dict[str, Path]) -> None:
+    r0, r1 = two_checkpoints["r0"], two_checkpoints["r1"]
+    parsed = codec_rank.parse_checkpoints([f"v5={r0}", str(r1.parent.parent / "*" / "codec.safetensors")])
+    assert parsed == {"v5": r0, "r0": r0, "r1": r1}
+    with pytest.raises(ValueError, match="two checkpoints are named"):
+        codec_rank.parse_checkpoints([f"x={r0}", f"x={r1}"])
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        codec_rank.parse_checkpoints(["missing/*.safetensors"])
+
+
+def test_memo_judge_transcribes_each_clip_once() -> None:
+    heard: list[int] = []
+
+    class Judge:
+        def transcribe(self, audio: np.ndarray, sr: int) -> str:
+            heard.append(audio.size)
+            return f"{audio.size} samples"
+
+    judge = codec_rank.MemoJudge(Judge)
+    a, b = np.zeros(100, np.float32), np.ones(100, np.float32)
+    assert [judge.transcribe(x, SAMPLE_RATE) for x in (a, b, a.copy(), b)] == ["100 samples"] * 4
+    assert judge.calls == 2 and len(heard) == 2
+
+
+def test_group_summary_pools_words_not_clip_means(tmp_path: Path) -> None:
+    """A 2-word clip Whisper hallucinates 10 words on weighs by its words in the pooled WER."""
+
+    class Judge:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def transcribe(self, audio: np.ndarray, sr: int) -> str:
+            self.n += 1
+            return texts[(self.n - 1) // 2] if self.n % 2 else hyps[(self.n - 1) // 2]
+
+    texts = ["one two three four five six seven eight nine ten", "hello there"]
+    hyps = ["one two three four five six seven eight nine ten", "a b c d e f g h i j k l"]
+    codec = build_codec(
+        num_codebooks=2, n_filters=16, transformer_layers=1, quantizer_levels=4, codebook_size=256
+    )
+    tone = (0.1 * np.sin(np.arange(SAMPLE_RATE) / 10)).astype(np.float32)
+    clips = [Clip(f"c{i}", tone, t, "user") for i, t in enumerate(texts)]
+    summary = evaluate_clips(codec, clips, tmp_path, Judge(), plots=0)
+    group = summary["groups"]["user"]
+    assert group["ref_words"] == 12 and group["wer_original"][0] == 0.0
+    assert group["wer_reconstruction"][0] == pytest.approx(12 / 12)  # 0 + 12 errors (2 subst, 10 ins)
+    assert summary["mean"]["wer_reconstruction"] == pytest.approx((0 + 6.0) / 2)  # the clip mean
+    assert "| user | 2 |" in (tmp_path / "codec_metrics.md").read_text()
+    assert [r["heard_reconstruction"] for r in summary["per_clip"]] == hyps  # kept to read hallucinations
