@@ -12,8 +12,10 @@ spectrogram plots of original vs reconstruction.
 A ``NAME.txt`` beside ``NAME.wav`` is the reference transcript; without one, only the WER of the
 reconstruction against the judge's transcript of the original is reported. ``--set`` reads an evaluation
 set from ``python -m eval.codec_set`` and ``--turns`` every turn of a corpus manifest; both report each
-group (voice group, or role) with a pooled WER and its 95 % bootstrap interval over clips. To compare
-several checkpoints on one set, with paired intervals, use ``python -m eval.codec_rank``.
+group (voice group, or role) with a pooled WER and a pooled missed-word rate (reference words not heard,
+in order; insertions do not count: how much of what was said came through), each with its 95 % bootstrap
+interval over clips. To compare several checkpoints on one set, with paired intervals, use ``python -m
+eval.codec_rank``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class ClipResult:
     wer_vs_original_transcript: float | None  # recon transcript vs the judge's transcript of the original
     heard_original: str | None  # the judge's transcripts (to read hallucinations, or score them anew)
     heard_reconstruction: str | None
+    hits_original: int | None  # reference words the judge got right (missed-word rate = 1 - hits/ref_words)
+    hits_reconstruction: int | None
     rtf_encode: float  # seconds of compute per second of audio
     rtf_decode: float
 
@@ -174,7 +178,7 @@ def evaluate_clips(
     Returns:
         The summary (codec description incl. bitrate, per-clip rows, means) written to the json.
     """
-    from e2e_voice.stt.whisper import normalize_text, word_error_rate
+    from e2e_voice.stt.whisper import normalize_text, word_error_rate, word_hits
 
     codec.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +203,7 @@ def evaluate_clips(
         seconds = audio.size / SAMPLE_RATE
         wer_o = wer_r = wer_vs = None
         heard_o = heard_r = None
+        hits_o = hits_r = None
         ref_words = len(normalize_text(clip.reference).split()) if clip.reference else None
         if judge is not None:
             heard_o = judge.transcribe(audio, SAMPLE_RATE)
@@ -206,6 +211,8 @@ def evaluate_clips(
             if ref_words and clip.reference:
                 wer_o = word_error_rate(clip.reference, heard_o)
                 wer_r = word_error_rate(clip.reference, heard_r)
+                hits_o = word_hits(clip.reference, heard_o)[0]
+                hits_r = word_hits(clip.reference, heard_r)[0]
             if heard_o.strip():
                 wer_vs = word_error_rate(heard_o, heard_r)
         rows.append(
@@ -227,6 +234,8 @@ def evaluate_clips(
                 wer_vs_original_transcript=wer_vs,
                 heard_original=heard_o,
                 heard_reconstruction=heard_r,
+                hits_original=hits_o,
+                hits_reconstruction=hits_r,
                 rtf_encode=t_enc / seconds,
                 rtf_decode=t_dec / seconds,
             )
@@ -252,10 +261,41 @@ def word_errors(rows: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nd
     return errors, np.array([r["ref_words"] for r in have], np.float64)
 
 
+def missed_words(rows: list[dict[str, Any]], which: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-clip missed reference words of ``which`` (``original`` or ``reconstruction``; words not heard
+    in order, see :func:`e2e_voice.stt.whisper.word_hits`) and reference word counts, over scored clips."""
+    have = [r for r in rows if r.get(f"hits_{which}") is not None and r.get("ref_words")]
+    words = np.array([r["ref_words"] for r in have], np.float64)
+    return words - np.array([r[f"hits_{which}"] for r in have], np.float64), words
+
+
+def rescore(per_clip: list[dict[str, Any]], clips: list[Clip]) -> int:
+    """Fill in ``hits_*`` from the stored transcripts, for results written before they existed.
+
+    No audio is transcribed again: the judge's transcripts are in each row. Rows are matched to ``clips``
+    by name. Returns how many rows were filled in.
+    """
+    from e2e_voice.stt.whisper import word_hits
+
+    refs = {c.name: c.reference for c in clips}
+    filled = 0
+    for row in per_clip:
+        ref = refs.get(row["file"])
+        if not ref or row.get("hits_reconstruction") is not None:
+            continue
+        for which in ("original", "reconstruction"):
+            heard = row.get(f"heard_{which}")
+            row[f"hits_{which}"] = None if heard is None else word_hits(ref, heard)[0]
+        filled += row["hits_reconstruction"] is not None
+    return filled
+
+
 def group_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """One group's figures: pooled WER (all word errors over all reference words, so a short clip that
-    Whisper hallucinates on counts by its words, not as one of a few means) with a 95 % bootstrap
-    interval over clips, and mean mel distance / SI-SDR / STOI / PESQ."""
+    Whisper hallucinates on counts by its words, not as one of a few means) and the pooled missed-word
+    rate (reference words not heard; insertions do not count, see
+    :func:`e2e_voice.stt.whisper.word_hits`), each with a 95 % bootstrap interval over clips, and mean mel
+    distance / SI-SDR / STOI / PESQ."""
     from eval.metrics import bootstrap_ci
 
     out: dict[str, Any] = {"clips": len(rows), "seconds": float(sum(r["seconds"] for r in rows))}
@@ -263,14 +303,21 @@ def group_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
         errors, words = word_errors(rows, key)
         out[key] = list(bootstrap_ci(errors, words, seed=seed)) if words.size else None
         out["ref_words"] = int(words.sum())
+    for which in ("original", "reconstruction"):
+        missed, words = missed_words(rows, which)
+        out[f"missed_{which}"] = list(bootstrap_ci(missed, words, seed=seed)) if words.size else None
     for key in QUALITY_KEYS:
         out[key] = _mean([r[key] for r in rows])
     return out
 
 
+# ClipResult fields that are not metrics to average over clips (names, counts, transcripts).
+_NOT_AVERAGED = {"file", "group", "seconds", "ref_words"}
+_NOT_AVERAGED |= {"heard_original", "heard_reconstruction", "hits_original", "hits_reconstruction"}
+
+
 def _summarize(codec: MimiCodec, rows: list[ClipResult]) -> dict[str, Any]:
-    skip = ("file", "group", "seconds", "ref_words", "heard_original", "heard_reconstruction")
-    keys = [k for k in ClipResult.__dataclass_fields__ if k not in skip]
+    keys = [k for k in ClipResult.__dataclass_fields__ if k not in _NOT_AVERAGED]
     per_clip = [asdict(r) for r in rows]
     groups = sorted({r.group for r in rows})
     return {
@@ -328,13 +375,17 @@ def _ci(v: list[float] | None) -> str:
 def group_table(groups: dict[str, Any]) -> list[str]:
     """Markdown lines: one row per group, pooled WERs with 95 % intervals, mean quality metrics."""
     lines = [
-        "| group | clips | seconds | words | WER orig | WER recon [95 % CI] | mel dist | STOI | PESQ wb |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| group | clips | seconds | words | WER orig | WER recon [95 % CI] | missed orig"
+        " | missed recon [95 % CI] | mel dist | STOI | PESQ wb |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, g in groups.items():
         orig = "-" if g["wer_original"] is None else f"{100 * g['wer_original'][0]:.1f}%"
+        missed_o = g.get("missed_original")
         cells = [str(g["clips"]), f"{g['seconds']:.0f}", str(g.get("ref_words", 0)), orig]
-        cells += [_ci(g["wer_reconstruction"]), _fmt(g["mel_distance"]), _fmt(g["stoi"]), _fmt(g["pesq"])]
+        cells += [_ci(g["wer_reconstruction"]), "-" if missed_o is None else f"{100 * missed_o[0]:.1f}%"]
+        cells += [_ci(g.get("missed_reconstruction"))]
+        cells += [_fmt(g["mel_distance"]), _fmt(g["stoi"]), _fmt(g["pesq"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

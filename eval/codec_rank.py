@@ -11,12 +11,14 @@ and set is not evaluated again: an interrupted ranking resumes, and adding a che
 own evaluation.
 
 Writes ``OUT/rank.md``, ``rank.json`` and ``rank.png``: per group (and ``all``), the pooled WER of the
-reconstruction with a 95 % bootstrap interval over clips, and its difference to the baseline with a
-*paired* interval (the same resampled clips for both). A difference whose interval lies below 0 is
-fewer word errors than the baseline beyond clip-sampling noise; it says nothing about seed-to-seed
-noise of the training run, which only more seeds measure. The real-time factors in the per-checkpoint
-files are timed next to a live judge after the first checkpoint (see ``eval.codec``); use
-``eval.codec`` alone or ``make bench`` for speed.
+reconstruction and its missed-word rate (reference words not heard in order, so inserted words do not
+count: Whisper's hallucinations on garbled audio dominate the WER of hard groups), each with a 95 %
+bootstrap interval over clips and its difference to the baseline with a *paired* interval (the same
+resampled clips for both). Results written before missed-word counts existed are rescored from their
+stored transcripts. A difference whose interval lies below 0 is fewer word errors than the baseline
+beyond clip-sampling noise; it says nothing about seed-to-seed noise of the training run, which only more
+seeds measure. The real-time factors in the per-checkpoint files are timed next to a live judge after the
+first checkpoint (see ``eval.codec``); use ``eval.codec`` alone or ``make bench`` for speed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.codec import Clip, evaluate_clips, load_eval_codec, set_clips, turn_clips, word_errors
+from eval.codec import (
+    Clip,
+    evaluate_clips,
+    group_summary,
+    load_eval_codec,
+    missed_words,
+    rescore,
+    set_clips,
+    turn_clips,
+    word_errors,
+)
 from eval.metrics import bootstrap_ci
 
 
@@ -100,6 +112,13 @@ def evaluate_all(
             summary = json.loads(done.read_text())
             if summary.get("source") == source:
                 print(f"{name}: reusing {done}")
+                if rescore(summary["per_clip"], clips):  # written before missed-word counts existed
+                    rows = summary["per_clip"]
+                    groups = sorted({r["group"] for r in rows})
+                    summary["groups"] = {
+                        g: group_summary([r for r in rows if r["group"] == g]) for g in groups
+                    }
+                    done.write_text(json.dumps(summary, indent=2))
                 results[name] = summary
                 continue
         print(f"{name}: evaluating {path}")
@@ -110,9 +129,31 @@ def evaluate_all(
     return results
 
 
+def _measure(
+    rows: list[dict[str, Any]], base_rows: list[dict[str, Any]] | None, metric: str, seed: int
+) -> tuple[list[float] | None, list[float] | None]:
+    """Pooled ``metric`` (``wer`` or ``missed``) of the reconstruction with its interval, and the paired
+    difference to the baseline's rows (None without a baseline or when the two cannot be paired)."""
+    count = {
+        "wer": lambda r: word_errors(r, "wer_reconstruction"),
+        "missed": lambda r: missed_words(r, "reconstruction"),
+    }[metric]
+    errors, words = count(rows)
+    if not words.size:
+        return None, None
+    value = list(bootstrap_ci(errors, words, seed=seed))
+    if base_rows is None:
+        return value, None
+    base_errors, base_words = count(base_rows)
+    if base_words.shape != words.shape:
+        return value, None
+    return value, list(bootstrap_ci(errors, words, base_errors, seed=seed))
+
+
 def rank(results: dict[str, dict[str, Any]], baseline: str | None, seed: int = 0) -> dict[str, Any]:
-    """Per group (and ``all``): each checkpoint's pooled reconstruction WER with its interval, its paired
-    difference to ``baseline``, and mean mel distance and STOI; rows sorted by WER.
+    """Per group (and ``all``): each checkpoint's pooled reconstruction WER and missed-word rate, each with
+    its interval and its paired difference to ``baseline``, and mean mel distance and STOI; rows sorted by
+    WER.
 
     Raises:
         ValueError: the baseline is not among the results, or the checkpoints saw different clips.
@@ -129,15 +170,17 @@ def rank(results: dict[str, dict[str, Any]], baseline: str | None, seed: int = 0
         rows = []
         for name, s in results.items():
             clips = [r for r in s["per_clip"] if group in ("all", r["group"])]
-            errors, words = word_errors(clips, "wer_reconstruction")
-            if not words.size:
-                continue
-            row: dict[str, Any] = {"name": name, "wer": list(bootstrap_ci(errors, words, seed=seed))}
+            base = None
             if baseline is not None:
                 base = [r for r in results[baseline]["per_clip"] if group in ("all", r["group"])]
-                base_errors, base_words = word_errors(base, "wer_reconstruction")
-                if base_words.shape == words.shape:
-                    row["delta"] = list(bootstrap_ci(errors, words, base_errors, seed=seed))
+            wer, delta = _measure(clips, base, "wer", seed)
+            if wer is None:
+                continue
+            row: dict[str, Any] = {"name": name, "wer": wer}
+            if delta is not None:
+                row["delta"] = delta
+            missed, missed_delta = _measure(clips, base, "missed", seed)
+            row["missed"], row["missed_delta"] = missed, missed_delta
             for key in ("mel_distance", "stoi"):
                 vals = [r[key] for r in clips if r[key] is not None]
                 row[key] = float(np.mean(vals)) if vals else None
@@ -151,7 +194,9 @@ def to_markdown(ranking: dict[str, Any], set_name: str) -> str:
     base = ranking["baseline"]
     lines = [f"# Codec ranking on {set_name}", ""]
     lines.append(
-        "Pooled WER of the reconstruction (Whisper base) with 95 % bootstrap intervals over clips"
+        "Pooled WER of the reconstruction (Whisper base) and its missed-word rate (reference words not"
+        " heard in order, over reference words: hallucinated extra words do not count), with"
+        " 95 % bootstrap intervals over clips"
         + (f"; Δ is paired against `{base}` (below 0 = fewer errors)." if base else ".")
     )
     for group, rows in ranking["groups"].items():
@@ -159,27 +204,32 @@ def to_markdown(ranking: dict[str, Any], set_name: str) -> str:
             "",
             f"## {group}",
             "",
-            "| checkpoint | WER recon [95 % CI] | Δ vs baseline [95 % CI] | mel | STOI |",
+            "| checkpoint | WER recon [95 % CI] | Δ WER [95 % CI] | missed [95 % CI] | Δ missed [95 % CI]"
+            " | mel | STOI |",
         ]
-        lines.append("|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|")
         for r in rows:
-            w = r["wer"]
-            d = r.get("delta")
-            delta = (
-                "-"
-                if d is None or r["name"] == base
-                else f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
-            )
+
+            def delta(d: list[float] | None, name: str = r["name"]) -> str:
+                if d is None or name == base:
+                    return "-"
+                return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}]"
+
+            def rate(v: list[float] | None) -> str:
+                return "-" if v is None else f"{100 * v[0]:.1f}% [{100 * v[1]:.1f}, {100 * v[2]:.1f}]"
+
             mel = "-" if r["mel_distance"] is None else f"{r['mel_distance']:.3f}"
             stoi = "-" if r["stoi"] is None else f"{r['stoi']:.3f}"
             name = f"**{r['name']}**" if r["name"] == base else r["name"]
-            wer = f"{100 * w[0]:.1f}% [{100 * w[1]:.1f}, {100 * w[2]:.1f}]"
-            lines.append(f"| {name} | {wer} | {delta} | {mel} | {stoi} |")
+            cells = [rate(r["wer"]), delta(r.get("delta"))]
+            cells += [rate(r.get("missed")), delta(r.get("missed_delta"))]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {mel} | {stoi} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(ranking: dict[str, Any], path: Path) -> None:
-    """One panel per group: each checkpoint's WER with its interval, in the ``all`` group's order."""
+    """One panel per group and metric (WER above, missed-word rate below): each checkpoint's value with its
+    interval, in the ``all`` group's WER order."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,22 +237,28 @@ def plot(ranking: dict[str, Any], path: Path) -> None:
 
     groups = list(ranking["groups"])
     order = [r["name"] for r in ranking["groups"]["all"]][::-1]
+    metrics = [("wer", "WER of reconstruction, %"), ("missed", "missed words, %")]
     fig, axes = plt.subplots(
-        1, len(groups), figsize=(3.2 * len(groups), 0.35 * len(order) + 1.5), sharey=True
+        len(metrics),
+        len(groups),
+        figsize=(3.2 * len(groups), 2 * (0.35 * len(order) + 1.2)),
+        sharey=True,
+        squeeze=False,
     )
-    for ax, group in zip(np.atleast_1d(axes), groups, strict=True):
-        by_name = {r["name"]: r for r in ranking["groups"][group]}
-        for y, name in enumerate(order):
-            if name not in by_name:
-                continue
-            w = 100 * np.asarray(by_name[name]["wer"])
-            color = "tab:red" if name == ranking["baseline"] else "tab:blue"
-            ax.errorbar(w[0], y, xerr=[[w[0] - w[1]], [w[2] - w[0]]], fmt="o", color=color, capsize=3)
-        ax.set_title(group)
-        ax.set_xlabel("WER of reconstruction, %")
-        ax.grid(axis="x", alpha=0.3)
-    ax0 = np.atleast_1d(axes)[0]
-    ax0.set_yticks(range(len(order)), order)
+    for row_axes, (metric, label) in zip(axes, metrics, strict=True):
+        for ax, group in zip(row_axes, groups, strict=True):
+            by_name = {r["name"]: r for r in ranking["groups"][group]}
+            for y, name in enumerate(order):
+                value = by_name.get(name, {}).get(metric)
+                if value is None:
+                    continue
+                w = 100 * np.asarray(value)
+                color = "tab:red" if name == ranking["baseline"] else "tab:blue"
+                ax.errorbar(w[0], y, xerr=[[w[0] - w[1]], [w[2] - w[0]]], fmt="o", color=color, capsize=3)
+            ax.set_title(group)
+            ax.set_xlabel(label)
+            ax.grid(axis="x", alpha=0.3)
+        row_axes[0].set_yticks(range(len(order)), order)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -16,7 +16,7 @@ from e2e_voice.data.synth import HELD_OUT_VOICES, VoicePool
 from e2e_voice.stt.whisper import normalize_text
 from e2e_voice.tts.engines import VoiceSpec
 from eval import codec_rank, codec_set
-from eval.codec import Clip, evaluate_clips, set_clips
+from eval.codec import Clip, evaluate_clips, rescore, set_clips
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "dialogues" / "manifest.jsonl"
 ASSISTANT = VoiceSpec("kokoro", "jm_kumo")
@@ -175,17 +175,21 @@ def test_rank_cli_end_to_end_with_whisper_and_resume(
     assert "(0 judge transcriptions)" in capsys.readouterr().out
 
 
-def _summary(group: str, errors: list[int], words: list[int]) -> dict[str, object]:
+def _summary(
+    group: str, errors: list[int], words: list[int], missed: list[int] | None = None
+) -> dict[str, object]:
+    missed = missed if missed is not None else errors
     rows = [
         {
             "file": f"c{i}",
             "group": group,
             "ref_words": w,
             "wer_reconstruction": e / w,
+            "hits_reconstruction": w - m,
             "mel_distance": 0.2,
             "stoi": 0.7,
         }
-        for i, (e, w) in enumerate(zip(errors, words, strict=True))
+        for i, (e, w, m) in enumerate(zip(errors, words, missed, strict=True))
     ]
     return {"per_clip": rows}
 
@@ -203,11 +207,40 @@ def test_rank_orders_by_pooled_wer_with_a_paired_difference() -> None:
     assert delta[0] == pytest.approx((sum(better) - sum(base)) / 300) and delta[2] < 0  # wholly below 0
     lo_base, hi_better = rows[1]["wer"][1], rows[0]["wer"][2]
     assert hi_better > lo_base  # unpaired intervals overlap; only pairing resolves the difference
+    assert rows[0]["missed_delta"][2] < 0  # here every error is a miss, so the two measures agree
     with pytest.raises(ValueError, match="baseline"):
         codec_rank.rank(results, "nope")
     results["other"] = _summary("user", base[:10], words[:10])
     with pytest.raises(ValueError, match="different clips"):
         codec_rank.rank(results, "base")
+
+
+def test_rank_missed_words_see_through_insertions() -> None:
+    """A run whose extra WER is all hallucinated words is worse by WER and tied by missed words."""
+    words = [10] * 30
+    missed = [5, 0, 9, 2, 7, 1, 8, 3, 6, 4] * 3
+    noisy = [m + 4 for m in missed]  # the same misses, plus 4 inserted words per clip
+    results = {"base": _summary("user", missed, words), "noisy": _summary("user", noisy, words, missed)}
+    rows = {r["name"]: r for r in codec_rank.rank(results, "base")["groups"]["user"]}
+    assert rows["noisy"]["delta"][1] > 0  # worse by WER beyond noise
+    assert rows["noisy"]["missed_delta"] == [0.0, 0.0, 0.0]
+    assert rows["noisy"]["missed"][0] == pytest.approx(sum(missed) / 300)
+    text = codec_rank.to_markdown(codec_rank.rank(results, "base"), "set")
+    assert "| noisy | 85.0% [" in text and "| +0.0 [+0.0, +0.0] |" in text
+
+
+def test_rescore_fills_missed_words_from_stored_transcripts() -> None:
+    clips = [Clip("c0", np.zeros(10, np.float32), "the cat sat on the mat", "user")]
+    row = {
+        "file": "c0",
+        "heard_original": "the cat sat on the mat",
+        "heard_reconstruction": "a cat sat on mat x y z",
+    }
+    assert rescore([row], clips) == 1
+    assert (row["hits_original"], row["hits_reconstruction"]) == (6, 4)
+    assert rescore([row], clips) == 0  # already scored
+    unknown = {"file": "other", "heard_original": "x", "heard_reconstruction": "y"}
+    assert rescore([unknown], clips) == 0 and "hits_reconstruction" not in unknown
 
 
 def test_parse_checkpoints_names_and_errors(two_checkpoints: dict[str, Path]) -> None:
@@ -259,3 +292,6 @@ def test_group_summary_pools_words_not_clip_means(tmp_path: Path) -> None:
     assert summary["mean"]["wer_reconstruction"] == pytest.approx((0 + 6.0) / 2)  # the clip mean
     assert "| user | 2 |" in (tmp_path / "codec_metrics.md").read_text()
     assert [r["heard_reconstruction"] for r in summary["per_clip"]] == hyps  # kept to read hallucinations
+    # Missed words ignore the 10 hallucinated ones: only "hello there" (2 substitutions) is missed.
+    assert group["missed_reconstruction"][0] == pytest.approx(2 / 12)
+    assert [r["hits_reconstruction"] for r in summary["per_clip"]] == [10, 0]

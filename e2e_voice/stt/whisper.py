@@ -72,6 +72,33 @@ def word_error_rate(
     return float(jiwer.wer([r for r, _ in pairs], [h or "" for _, h in pairs]))
 
 
+def word_hits(
+    reference: str, hypothesis: str, normalize: Callable[[str], str] | None = None
+) -> tuple[int, int]:
+    """Words of ``reference`` heard in order in ``hypothesis``, and how many words the reference has.
+
+    The hits are the longest common subsequence of the two word sequences. ``1 - hits / words`` is the
+    missed-word rate: unlike WER it ignores inserted words, so a recogniser that hallucinates over garbled
+    audio cannot push it past 100 %; it measures how much of what was said came through. It is at most the
+    WER. (The hits of WER's own alignment are not used: several alignments have the minimal edit count,
+    and which one an implementation picks changes its hits.)
+
+    Args:
+        reference: what was meant to be said.
+        hypothesis: what the recogniser heard.
+        normalize: text normaliser, default :func:`normalize_text` (the same as :func:`word_error_rate`).
+    """
+    norm = normalize or normalize_text
+    ref, hyp = norm(reference).split(), norm(hypothesis).split()
+    # One row of the LCS table at a time: best[j] = hits of ref[:i] against hyp[:j].
+    best = [0] * (len(hyp) + 1)
+    for word in ref:
+        diagonal = 0
+        for j, heard in enumerate(hyp, start=1):
+            diagonal, best[j] = best[j], diagonal + 1 if word == heard else max(best[j], best[j - 1])
+    return best[-1], len(ref)
+
+
 @dataclass
 class WhisperSTT:
     """A faster-whisper model resolved through the registry.
