@@ -43,7 +43,7 @@ from e2e_voice.data.manifest import CHANNEL_OF, USER, DialogueEntry, read_manife
 from e2e_voice.engine import check_checkpoints
 from e2e_voice.stt.whisper import WhisperSTT
 from eval import metrics as m
-from eval.codec import Clip, evaluate_clips, load_eval_codec
+from eval.codec import Clip, code_clips, load_eval_codec, score_clips
 
 log = logging.getLogger(__name__)
 BACKCHANNEL_CONTINUE_S = 0.5  # the system "keeps talking" through a backchannel if it speaks this long after
@@ -238,18 +238,21 @@ def bench_codec(cfg: DictConfig) -> tuple[Any, str]:
 
 def codec_metrics(
     codec: Any, entries: list[DialogueEntry], channels: list[str], judge: Any | None, out: Path, plots: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Any | None]:
     """``eval/codec.py``'s metrics for ``codec`` on each channel of the conversations' own audio.
 
     Each channel's reference transcript is its speaker's turns; results and plots go to
-    ``out/codec_<channel>/``. ``judge`` is as in ``evaluate_clips``: pass a factory to keep the codec's
-    timing pass free of a live judge.
+    ``out/codec_<channel>/``. ``judge`` is as in ``evaluate_clips``; a factory is called once, after the
+    codec was timed on every channel, so no timing runs next to a live judge and the judge loads once.
+
+    Returns:
+        The results per channel, and the judge that scored them (to reuse), or None.
     """
-    results: dict[str, Any] = {}
+    clips: dict[str, list[Clip]] = {}
     for channel in channels:
         if channel not in CHANNEL_OF:
             raise ValueError(f"codec_eval.channels: unknown channel '{channel}'; use {sorted(CHANNEL_OF)}")
-        clips = [
+        clips[channel] = [
             Clip(
                 f"{e.id} ({channel})",
                 load_audio(e.audio, SAMPLE_RATE, mono=False)[CHANNEL_OF[channel]],
@@ -257,8 +260,11 @@ def codec_metrics(
             )
             for e in entries
         ]
-        results[channel] = evaluate_clips(codec, clips, out / f"codec_{channel}", judge, plots)
-    return results
+    coded = {ch: code_clips(codec, cl, out / f"codec_{ch}", plots) for ch, cl in clips.items()}
+    if isinstance(judge, type) or (judge is not None and not hasattr(judge, "transcribe")):
+        judge = judge()  # a class or a factory
+    results = {ch: score_clips(codec, cl, coded[ch], out / f"codec_{ch}", judge) for ch, cl in clips.items()}
+    return results, judge
 
 
 @dataclass
@@ -471,12 +477,13 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # live CTranslate2 model (see WhisperSTT).
     outputs = {name: run_system(name, overrides[name], entries, bool(cfg.realtime)) for name in cfg.systems}
     codec_results = None
+    judge = None
     if codec is not None:
         c = cfg.codec_eval
         factory = (lambda: WhisperSTT(cfg.judge)) if c.wer else None
-        channels = codec_metrics(codec[0], entries, list(c.channels), factory, out, int(c.plots))
+        channels, judge = codec_metrics(codec[0], entries, list(c.channels), factory, out, int(c.plots))
         codec_results = {"source": codec[1], "channels": channels}
-    judge = WhisperSTT(cfg.judge)
+    judge = judge or WhisperSTT(cfg.judge)  # the codec metrics' judge when they had one: loaded once
     scores = {name: judge_outputs(outs, judge) for name, outs in outputs.items()}
     summary = {name: summarize(sc) for name, sc in scores.items()}
     meta = {

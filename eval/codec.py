@@ -155,6 +155,9 @@ def evaluate(
     return evaluate_clips(codec, clips, out_dir, judge, plots)
 
 
+Coded = tuple[np.ndarray, np.ndarray, float, float]  # original, reconstruction, encode s, decode s
+
+
 @torch.no_grad()
 def evaluate_clips(
     codec: MimiCodec,
@@ -178,12 +181,22 @@ def evaluate_clips(
     Returns:
         The summary (codec description incl. bitrate, per-clip rows, means) written to the json.
     """
-    from e2e_voice.stt.whisper import normalize_text, word_error_rate, word_hits
+    # Pass 1, the codec alone: its real-time factors are timed before any judge exists in the process.
+    coded = code_clips(codec, clips, out_dir, plots)
+    # Pass 2, the judge: a factory is only called now (see WhisperSTT on CTranslate2 slowing torch).
+    if isinstance(judge, type) or (judge is not None and not hasattr(judge, "transcribe")):
+        judge = judge()  # a class or a factory
+    return score_clips(codec, clips, coded, out_dir, judge)
 
+
+@torch.no_grad()
+def code_clips(codec: MimiCodec, clips: list[Clip], out_dir: Path, plots: int = 3) -> list[Coded]:
+    """Encode and decode every clip, timing each, and plot the first ``plots`` (pass 1 of
+    :func:`evaluate_clips`; run it for every clip set before a judge is built, so none is timed next to
+    one)."""
     codec.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Pass 1, the codec alone: its real-time factors are timed before any judge exists in the process.
-    coded: list[tuple[np.ndarray, np.ndarray, float, float]] = []
+    coded: list[Coded] = []
     for i, clip in enumerate(tqdm(clips, desc="eval codec")):
         audio = np.asarray(clip.audio, np.float32).reshape(-1)
         if audio.size < codec.frame_size:
@@ -195,9 +208,21 @@ def evaluate_clips(
         coded.append((audio, recon_t[0, 0].cpu().numpy().astype(np.float32), t_enc, t_dec))
         if i < plots:
             plot_spectrograms(audio, coded[-1][1], out_dir / f"spectrogram_{i:02d}.png", Path(clip.name).name)
-    # Pass 2, the judge: a factory is only called now (see WhisperSTT on CTranslate2 slowing torch).
-    if isinstance(judge, type) or (judge is not None and not hasattr(judge, "transcribe")):
-        judge = judge()  # a class or a factory
+    return coded
+
+
+@torch.no_grad()
+def score_clips(
+    codec: MimiCodec, clips: list[Clip], coded: list[Coded], out_dir: Path, judge: Any | None
+) -> dict[str, Any]:
+    """Score :func:`code_clips`' output with ``judge`` (an object with ``transcribe``, or None to skip WER)
+    and the signal metrics; writes ``codec_metrics.json``/``.md`` to ``out_dir`` (pass 2 of
+    :func:`evaluate_clips`)."""
+    from e2e_voice.stt.whisper import normalize_text, word_error_rate, word_hits
+
+    if len(coded) != len(clips):
+        raise ValueError(f"{len(coded)} coded clips for {len(clips)} clips")
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[ClipResult] = []
     for clip, (audio, recon, t_enc, t_dec) in zip(clips, tqdm(coded, desc="judge", disable=judge is None)):
         seconds = audio.size / SAMPLE_RATE

@@ -97,3 +97,38 @@ def test_codec_metrics_in_bench(tmp_path: Path) -> None:
         and "| WER resynthesis |" in report
         and "0.40 kbps" in report
     )
+
+
+def test_codec_metrics_build_one_judge_after_every_channel_is_coded(tmp_path: Path) -> None:
+    """The bench's codec metrics time the codec on every channel first, then build the judge once (a live
+    CTranslate2 model slows torch, and loading Whisper per channel repeated the cost); the caller gets the
+    judge back to reuse."""
+    import numpy as np
+
+    from e2e_voice.codec import build_codec
+    from e2e_voice.data.manifest import read_manifest
+    from eval.bench import codec_metrics
+
+    codec = build_codec(num_codebooks=2, n_filters=16, transformer_layers=1, quantizer_levels=4)
+    events: list[str] = []
+    encode = codec.encode
+
+    def counted_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("encode")
+        return encode(*args, **kwargs)
+
+    codec.encode = counted_encode  # type: ignore[method-assign]
+
+    class Judge:
+        def __init__(self) -> None:
+            events.append("judge")
+
+        def transcribe(self, audio: np.ndarray, sr: int) -> str:
+            return "heard"
+
+    entries = read_manifest(FIXTURE).entries[:2]
+    results, judge = codec_metrics(codec, entries, ["user", "assistant"], Judge, tmp_path, plots=0)
+    assert events == ["encode"] * 4 + ["judge"]
+    assert isinstance(judge, Judge) and set(results) == {"user", "assistant"}
+    assert all(r["clips"] == 2 and r["mean"]["wer_vs_original_transcript"] == 0.0 for r in results.values())
+    assert codec_metrics(codec, entries[:1], ["user"], None, tmp_path, plots=0)[1] is None
