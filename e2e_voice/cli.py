@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.lm",
         "train the joint speech-text model (Hydra overrides, e.g. +experiment=lm_tiny_cpu)",
     ),
-    "train-codec": ("train.codec", "train a Mimi codec (Hydra; +experiment=codec_cpu|codec_gpu|codec_debug)"),
+    "train-codec": (
+        "train.codec",
+        "train a Mimi codec (Hydra; +experiment=codec_cpu_deep|codec_cpu|codec_gpu|codec_debug)",
+    ),
     "export": (
         "train.export",
         "shrink a training run into a shippable checkpoint (codec file / LM directory)",

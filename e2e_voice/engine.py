@@ -356,13 +356,13 @@ def check_checkpoints(lm_checkpoint: str | Path | None, codec_checkpoint: str | 
         raise FileNotFoundError(
             f"system=e2e: the LM checkpoint {lm_checkpoint} does not exist. Train the tiny LM with"
             " `e2e-voice train-lm +experiment=lm_tiny_cpu` (after `e2e-voice train-codec"
-            " +experiment=codec_cpu`) and put it at checkpoints/lm_tiny/, or point"
+            " +experiment=codec_cpu_deep`) and put it at checkpoints/lm_tiny/, or point"
             " system.lm_checkpoint at a train-lm run directory or its checkpoint.pt"
         )
     if codec_checkpoint is not None and not in_repo(codec_checkpoint).exists():
         raise FileNotFoundError(
             f"system=e2e: the codec checkpoint {codec_checkpoint} does not exist. Train the codec with"
-            " `e2e-voice train-codec +experiment=codec_cpu` and copy its codec.safetensors to"
+            " `e2e-voice train-codec +experiment=codec_cpu_deep` and copy its codec.safetensors to"
             " checkpoints/codec_cpu/codec.safetensors, or set system.codec_checkpoint=PATH"
             " (null: the codec the LM run was trained with)"
         )

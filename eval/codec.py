@@ -488,7 +488,7 @@ def load_eval_codec(
         if not Path(checkpoint).exists():
             raise FileNotFoundError(
                 f"codec checkpoint {checkpoint} does not exist; train one with"
-                " `e2e-voice train-codec +experiment=codec_cpu` or point at a .safetensors file"
+                " `e2e-voice train-codec +experiment=codec_cpu_deep` or point at a .safetensors file"
             )
         return load_codec(checkpoint, num_codebooks=num_codebooks)
     from hydra import compose, initialize_config_dir

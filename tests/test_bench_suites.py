@@ -49,7 +49,7 @@ def test_manifest_fallback(tmp_path: Path) -> None:
     "lm, codec, message",
     [
         pytest.param("missing_lm", "missing.safetensors", "train-lm \\+experiment=lm_tiny_cpu", id="lm"),
-        pytest.param("lm_dir", "missing.safetensors", "train-codec \\+experiment=codec_cpu", id="codec"),
+        pytest.param("lm_dir", "missing.safetensors", "train-codec \\+experiment=codec_cpu_deep", id="codec"),
     ],
 )
 def test_missing_e2e_checkpoint_says_how_to_get_it(tmp_path: Path, lm: str, codec: str, message: str) -> None:

@@ -15,7 +15,7 @@ written atomically), ``codec.safetensors`` (Kyutai's format + our architecture m
 with ``e2e_voice.codec.load_codec``), ``metrics.jsonl`` and wandb's offline files. Running the same
 command with the same ``run_name`` continues from the last checkpoint.
 
-    e2e-voice train-codec +experiment=codec_cpu run_name=cpu1
+    e2e-voice train-codec +experiment=codec_cpu_deep run_name=cpu1
 """
 
 from __future__ import annotations
