@@ -6,6 +6,7 @@ import base64
 import hashlib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,3 +56,19 @@ def codec_recipe(experiment: str) -> dict:
     cfg = OmegaConf.to_container(composed, resolve=True)
     assert isinstance(cfg, dict)
     return cfg
+
+
+def logging_codec(events: list[str]) -> Any:
+    """A tiny random-weight codec that appends ``"encode"`` to ``events`` on each ``encode`` call (to check
+    that a judge is built only after the codec was timed)."""
+    from e2e_voice.codec import build_codec
+
+    codec = build_codec(num_codebooks=2, n_filters=16, transformer_layers=1, quantizer_levels=4)
+    encode = codec.encode
+
+    def logged_encode(*args: Any, **kwargs: Any) -> Any:
+        events.append("encode")
+        return encode(*args, **kwargs)
+
+    codec.encode = logged_encode  # type: ignore[method-assign]
+    return codec

@@ -105,19 +105,12 @@ def test_codec_metrics_build_one_judge_after_every_channel_is_coded(tmp_path: Pa
     judge back to reuse."""
     import numpy as np
 
-    from e2e_voice.codec import build_codec
     from e2e_voice.data.manifest import read_manifest
     from eval.bench import codec_metrics
+    from tests.helpers import logging_codec
 
-    codec = build_codec(num_codebooks=2, n_filters=16, transformer_layers=1, quantizer_levels=4)
     events: list[str] = []
-    encode = codec.encode
-
-    def counted_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
-        events.append("encode")
-        return encode(*args, **kwargs)
-
-    codec.encode = counted_encode  # type: ignore[method-assign]
+    codec = logging_codec(events)
 
     class Judge:
         def __init__(self) -> None:

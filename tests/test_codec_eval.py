@@ -12,7 +12,7 @@ from e2e_voice.audio.io import save_audio
 from e2e_voice.codec import build_codec, randomize_codebooks
 from e2e_voice.constants import SAMPLE_RATE
 from eval.codec import Clip, evaluate, evaluate_clips, main, pesq_wb, si_sdr, stoi, turn_clips
-from tests.helpers import espeak_speech
+from tests.helpers import espeak_speech, logging_codec
 
 TEXT = "Metrics should tell a clean copy from noise."
 
@@ -64,15 +64,8 @@ def test_evaluate_writes_table_json_and_plots(speech: np.ndarray, tmp_path: Path
 
 def test_judge_factory_is_built_after_the_codec_is_timed(speech: np.ndarray, tmp_path: Path) -> None:
     """A live CTranslate2 judge slows torch, so a factory must not run until every clip was coded."""
-    codec = build_codec(num_codebooks=2, n_filters=16, transformer_layers=1, quantizer_levels=4)
     events: list[str] = []
-    encode = codec.encode
-
-    def counted_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
-        events.append("encode")
-        return encode(*args, **kwargs)
-
-    codec.encode = counted_encode  # type: ignore[method-assign]
+    codec = logging_codec(events)
 
     def factory() -> _EchoJudge:
         events.append("judge")
