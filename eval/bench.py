@@ -43,7 +43,7 @@ from e2e_voice.data.manifest import CHANNEL_OF, USER, DialogueEntry, read_manife
 from e2e_voice.engine import check_checkpoints
 from e2e_voice.stt.whisper import WhisperSTT
 from eval import metrics as m
-from eval.codec import Clip, code_clips, load_eval_codec, score_clips
+from eval.codec import Clip, build_judge, code_clips, load_eval_codec, score_clips
 
 log = logging.getLogger(__name__)
 BACKCHANNEL_CONTINUE_S = 0.5  # the system "keeps talking" through a backchannel if it speaks this long after
@@ -261,8 +261,7 @@ def codec_metrics(
             for e in entries
         ]
     coded = {ch: code_clips(codec, cl, out / f"codec_{ch}", plots) for ch, cl in clips.items()}
-    if isinstance(judge, type) or (judge is not None and not hasattr(judge, "transcribe")):
-        judge = judge()  # a class or a factory
+    judge = build_judge(judge)
     results = {ch: score_clips(codec, cl, coded[ch], out / f"codec_{ch}", judge) for ch, cl in clips.items()}
     return results, judge
 

@@ -184,9 +184,15 @@ def evaluate_clips(
     # Pass 1, the codec alone: its real-time factors are timed before any judge exists in the process.
     coded = code_clips(codec, clips, out_dir, plots)
     # Pass 2, the judge: a factory is only called now (see WhisperSTT on CTranslate2 slowing torch).
+    return score_clips(codec, clips, coded, out_dir, build_judge(judge))
+
+
+def build_judge(judge: Any | None) -> Any | None:
+    """``judge`` as an object with ``transcribe``: a class or zero-argument factory is called now, an object
+    or None is returned as it is (call this only once the codec has been timed)."""
     if isinstance(judge, type) or (judge is not None and not hasattr(judge, "transcribe")):
-        judge = judge()  # a class or a factory
-    return score_clips(codec, clips, coded, out_dir, judge)
+        return judge()
+    return judge
 
 
 @torch.no_grad()
