@@ -93,3 +93,15 @@ def test_piper_speaks_english(whisper: WhisperSTT) -> None:
     assert tts.sample_rate == 22_050
     assert np.sqrt(np.mean(audio**2)) > 0.01
     assert word_error_rate(SENTENCES[1], whisper.transcribe(audio, tts.sample_rate)) < 0.15
+
+
+def test_piper_noise_makes_each_reading_differ_and_zero_noise_repeats() -> None:
+    """Piper samples prosody in its graph: two readings differ by default, and repeat with both noises at 0."""
+    from e2e_voice.tts.piper import PiperTTS
+
+    text = "The quick brown fox."
+    sampled = PiperTTS()
+    a, b = sampled.synthesize(text), sampled.synthesize(text)
+    assert len(a) != len(b) or np.abs(a - b).max() > 1e-3
+    fixed = PiperTTS(noise_scale=0.0, noise_w=0.0)
+    np.testing.assert_array_equal(fixed.synthesize(text), fixed.synthesize(text))

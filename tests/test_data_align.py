@@ -109,6 +109,15 @@ def _errors(got: list[tuple[str, float, float]], truth: list[tuple[str, float, f
     return [abs(a[1] - b[1]) for a, b in zip(got, truth)] + [abs(a[2] - b[2]) for a, b in zip(got, truth)]
 
 
+def _pooled(pairs: list[tuple[list[tuple[str, float, float]], list[tuple[str, float, float]]]]) -> float:
+    """Mean start and end error over every word of every (got, reference) pair."""
+    return float(np.mean([x for got, ref in pairs for x in _errors(got, ref)]))
+
+
+# Piper samples its prosody (VITS noise), so each run of these tests hears slightly different audio. The
+# bounds are on the error pooled over the three clips, whose spread was measured over 25 draws (2026-11-30):
+# raw 0.111 s (sd 0.003), offset 0.037 s (sd 0.003, max 0.043). One clip alone spreads too much for a tight
+# bound (the first: 0.047 s, sd 0.005, once 0.061 in CI).
 @pytest.mark.slow
 def test_whisper_alignment_error_is_bounded(piper_clips: list, aligner: object) -> None:
     """Whisper timestamps against exact word-by-word ground truth (Piper): mean error under 150 ms raw,
@@ -119,24 +128,28 @@ def test_whisper_alignment_error_is_bounded(piper_clips: list, aligner: object) 
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         offset = tuple(compose("synth_data").alignment.offsets_s.piper)
-    audio, truth = piper_clips[0]
-    got = aligner.align(audio, TEXTS[0])  # type: ignore[attr-defined]
-    assert float(np.mean(_errors(got, truth))) < 0.15
-    fixed = apply_offset(got, offset, len(audio) / 24000)  # type: ignore[arg-type]
-    assert float(np.mean(_errors(fixed, truth))) < 0.06, (offset, fixed, truth)
+    raw, fixed = [], []
+    for (audio, truth), text in zip(piper_clips, TEXTS):
+        got = aligner.align(audio, text)  # type: ignore[attr-defined]
+        raw.append((got, truth))
+        fixed.append((apply_offset(got, offset, len(audio) / 24000), truth))  # type: ignore[arg-type]
+    assert _pooled(raw) < 0.15
+    assert _pooled(fixed) < 0.06, (offset, fixed)
 
 
 @pytest.mark.slow
 def test_batched_alignment_matches_per_clip(piper_clips: list, aligner: object) -> None:
     """Clips packed into one window get their own words, inside the clip, in order, and close to both the
-    per-clip alignment and the ground truth."""
+    per-clip alignment and the ground truth (pooled over the clips, batched vs alone measured 0.016 s mean,
+    at most 0.020 s over 20 draws; one clip alone reached 0.044 s)."""
     batched = aligner.align_many([(a, t) for (a, _), t in zip(piper_clips, TEXTS)])  # type: ignore[attr-defined]
     assert len(batched) == len(TEXTS)
+    to_alone, to_truth = [], []
     for (audio, truth), text, got in zip(piper_clips, TEXTS, batched):
         assert [w for w, _, _ in got] == split_words(text)
         starts = [s for _, s, _ in got]
         assert starts == sorted(starts) and all(0 <= s <= e <= len(audio) / 24000 for _, s, e in got)
-        alone = aligner.align(audio, text)  # type: ignore[attr-defined]
-        diff = [abs(a[1] - b[1]) for a, b in zip(got, alone)] + [abs(a[2] - b[2]) for a, b in zip(got, alone)]
-        assert float(np.mean(diff)) < 0.05, (got, alone)
-        assert float(np.mean(_errors(got, truth))) < 0.2
+        to_alone.append((got, aligner.align(audio, text)))  # type: ignore[attr-defined]
+        to_truth.append((got, truth))
+    assert _pooled(to_alone) < 0.05, to_alone
+    assert _pooled(to_truth) < 0.2

@@ -71,8 +71,12 @@ class PiperTTS:
         ids += self.id_map[_EOS]
         return ids
 
-    def synthesize(self, text: str, seed: int | None = None) -> np.ndarray:
-        """Synthesize ``text``; returns float32 mono audio at :attr:`sample_rate`."""
+    def synthesize(self, text: str) -> np.ndarray:
+        """Synthesize ``text``; returns float32 mono audio at :attr:`sample_rate`.
+
+        Piper samples its prosody inside the ONNX graph (``noise_scale``, ``noise_w``), from a generator that
+        onnxruntime seeds when the session is built, so two calls differ; set both to 0 for repeatable audio.
+        """
         if not text.strip():
             raise ValueError("cannot synthesize empty text")
         ids = self.phoneme_ids(text)
