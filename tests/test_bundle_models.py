@@ -96,7 +96,7 @@ def test_piper_speaks_english(whisper: WhisperSTT) -> None:
 
 
 def test_piper_noise_makes_each_reading_differ_and_zero_noise_repeats() -> None:
-    """Piper samples prosody in its graph: two readings differ by default, and repeat with both noises at 0."""
+    """Piper samples prosody in its graph: two readings differ, and repeat with both noises at 0."""
     from e2e_voice.tts.piper import PiperTTS
 
     text = "The quick brown fox."
