@@ -122,12 +122,19 @@ class DuplexEngine:
         self._stop = False
 
     # --- slots ---------------------------------------------------------------------------------------
-    def open(self) -> EngineSlot:
-        """Take a free slot (its streaming state reset); raises RuntimeError when all are busy."""
+    def open(self, seed: int | None = None) -> EngineSlot:
+        """Take a free slot (its streaming state reset); raises RuntimeError when all are busy.
+
+        Args:
+            seed: the conversation's own sampling seed. A seeded conversation repeats exactly, whatever
+                slot it gets and whatever the other slots do, and again after its ``reset()``; None
+                samples from torch's global generator.
+        """
         with self._lock:
             if not self._free:
                 raise RuntimeError(f"all {self.batch} engine slots are busy; raise max_conversations")
             index = self._free.pop(0)
+            self.lm_step.seed(index, seed)
             self._reset_slots([index])
             self._tickets += 1
             self._owner[index] = self._tickets
@@ -381,11 +388,13 @@ def open_slot(
     temperature_audio: float = 0.8,
     top_k_audio: int = 250,
     device: str = "cpu",
+    seed: int | None = None,
 ) -> EngineSlot:
     """A conversation slot on the process-wide engine for these settings (the ``system=e2e`` target).
 
     The engine is loaded once per process and shared: each call takes one of its slots, so the server
-    batches every live conversation through one model.
+    batches every live conversation through one model. ``seed`` gives the conversation its own
+    sampling stream (see :meth:`DuplexEngine.open`); None samples from torch's global generator.
     """
     key = (
         lm_checkpoint,
@@ -409,4 +418,4 @@ def open_slot(
                 device=device,
             )
         engine = _ENGINES[key]
-    return engine.open()
+    return engine.open(seed)

@@ -278,15 +278,24 @@ class SystemOutput:
 
 
 def run_system(
-    name: str, overrides: list[str], entries: list[DialogueEntry], realtime: bool = False
+    name: str,
+    overrides: list[str],
+    entries: list[DialogueEntry],
+    realtime: bool = False,
+    seed: int | None = None,
 ) -> list[SystemOutput]:
     """Run every conversation through one system (built from ``configs/system/<name>.yaml``).
+
+    ``seed`` goes to a system that samples (its config has a ``seed`` key left null): each conversation
+    then starts its own stream from it, so a run repeats and no conversation depends on the ones before.
 
     No judge is alive meanwhile: a CTranslate2 model in the process slows torch on CPU (see
     ``WhisperSTT``), which would charge the judge's cost to the system's speed.
     """
     cfg = _compose("converse", [f"system={name}", *overrides])
-    extra = {"realtime": realtime} if "realtime" in cfg.system else {}
+    extra: dict[str, Any] = {"realtime": realtime} if "realtime" in cfg.system else {}
+    if seed is not None and "seed" in cfg.system and cfg.system.seed is None:
+        extra["seed"] = seed
     system = instantiate(cfg.system, **extra)
     outputs = []
     try:
@@ -387,7 +396,8 @@ def report(
         "",
         (f"Suite `{meta['suite']}`. " if meta.get("suite") else "")
         + f"Manifest `{meta['manifest']}`, {meta['conversations']} conversations, {meta['clock']}, "
-        f"judge {meta['judge']}, {meta['machine']}.",
+        f"judge {meta['judge']}, {meta['machine']}"
+        + (f", sampling seed {meta['seed']}." if meta.get("seed") is not None else ", unseeded sampling."),
         "",
         "On the offline clock a system's compute time does not delay its audio, so latencies are the"
         " algorithmic part (endpointing, acoustic delay); compute latency is in the stage rows and in a"
@@ -474,7 +484,10 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     codec = bench_codec(cfg) if cfg.get("codec_metrics") else None
     # Systems first, then the codec's timing pass, then the judge: nothing torch runs is timed next to a
     # live CTranslate2 model (see WhisperSTT).
-    outputs = {name: run_system(name, overrides[name], entries, bool(cfg.realtime)) for name in cfg.systems}
+    seed = cfg.get("seed")
+    outputs = {
+        name: run_system(name, overrides[name], entries, bool(cfg.realtime), seed) for name in cfg.systems
+    }
     codec_results = None
     judge = None
     if codec is not None:
@@ -488,6 +501,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     meta = {
         "suite": cfg.get("suite_name"),
         "clock": "real time" if cfg.realtime else "offline clock",
+        "seed": seed,
         "manifest": str(manifest),
         "conversations": len(entries),
         "judge": cfg.judge,

@@ -12,7 +12,7 @@ from moshi.models.lm import LMModel
 from e2e_voice.codec.mimi import build_mimi
 from e2e_voice.constants import FRAME_SIZE
 from e2e_voice.engine import DuplexEngine
-from e2e_voice.lm.generate import GREEDY
+from e2e_voice.lm.generate import GREEDY, Sampling
 from e2e_voice.lm.streams import mode_delays
 from tests.lm_testing import tiny_lm
 
@@ -27,9 +27,9 @@ def _models(seed: int = 0) -> tuple[torch.nn.Module, LMModel]:
     return codec, lm
 
 
-def _engine(batch: int) -> DuplexEngine:
+def _engine(batch: int, sampling: Sampling = GREEDY) -> DuplexEngine:
     codec, lm = _models()
-    return DuplexEngine(codec, lm, text_piece=lambda i: f"<{i}>", max_conversations=batch, sampling=GREEDY)
+    return DuplexEngine(codec, lm, text_piece=lambda i: f"<{i}>", max_conversations=batch, sampling=sampling)
 
 
 def _frames(seed: int, n: int) -> list[np.ndarray]:
@@ -143,3 +143,74 @@ def test_stale_slot_cannot_touch_a_reused_index() -> None:
     out = new.step(_frames(9, 1)[0])  # the new owner still holds its slot
     assert out.audio.shape == (FRAME_SIZE,)
     engine.shutdown()
+
+
+SAMPLED = Sampling(temperature_text=1.0, top_k_text=25, temperature_audio=1.0, top_k_audio=250)
+
+
+def _recording(engine: DuplexEngine) -> list[torch.Tensor]:
+    """Record the LM's sampled tokens ``[B, 1 + dep_q]`` of every tick (text, then audio codes): the tiny
+    random codec decodes different codes to near-identical audio, so the tokens are what to compare."""
+    tokens: list[torch.Tensor] = []
+    step = engine.lm_step.step
+
+    def recorded(user_codes: torch.Tensor) -> object:
+        out = step(user_codes)
+        tokens.append(torch.cat([out.text[:, None], out.audio], dim=1).clone())
+        return out
+
+    engine.lm_step.step = recorded  # type: ignore[method-assign]
+    return tokens
+
+
+def _seeded_solo(frames: list[np.ndarray], seed: int) -> tuple[list[np.ndarray], torch.Tensor]:
+    """Audio frames and sampled tokens ``[T, 1 + dep_q]`` of one seeded conversation alone."""
+    engine = _engine(1, SAMPLED)
+    tokens = _recording(engine)
+    slot = engine.open(seed=seed)
+    audio = [engine.tick({slot.index: f})[slot.index].audio for f in frames]
+    return audio, torch.stack([t[slot.index] for t in tokens])
+
+
+def test_seeded_conversation_repeats_on_any_slot_beside_any_traffic() -> None:
+    """A seeded conversation's sampled tokens and audio depend on its seed and input only: not on its
+    slot, the batch size, the other conversations' ticks, or torch's global generator."""
+    frames = _frames(10, 10)
+    torch.manual_seed(1)
+    want_audio, want_tokens = _seeded_solo(frames, seed=7)
+    engine = _engine(3, SAMPLED)
+    tokens = _recording(engine)
+    other = engine.open()  # unseeded, slot 0: it ticks alone first, then beside the seeded one
+    for f in _frames(11, 3):
+        engine.tick({other.index: f})
+    torch.manual_seed(2)
+    seeded = engine.open(seed=7)
+    assert seeded.index == 1
+    del tokens[:]
+    audio = []
+    for t, f in enumerate(frames):
+        batch = {seeded.index: f}
+        if t % 3:  # the other conversation skips some ticks
+            batch[other.index] = _frames(12 + t, 1)[0]
+        audio.append(engine.tick(batch)[seeded.index].audio)
+    assert torch.equal(torch.stack([t[seeded.index] for t in tokens]), want_tokens)
+    for a, w in zip(audio, want_audio):
+        np.testing.assert_allclose(a, w, atol=1e-5)  # batched float math rounds differently
+
+
+def test_seeds_change_the_conversation_and_reset_replays_it() -> None:
+    frames = _frames(13, 10)
+    _, a = _seeded_solo(frames, seed=7)
+    _, b = _seeded_solo(frames, seed=8)
+    ready = slice(2, None)  # the first ticks fill the acoustic delay line: no tokens yet
+    assert (a[ready] != b[ready]).float().mean() > 0.5
+    engine = _engine(1, SAMPLED)
+    tokens = _recording(engine)
+    slot = engine.open(seed=7)
+    for f in _frames(14, 4):  # some other speech first, then the conversation restarts
+        engine.tick({slot.index: f})
+    slot.reset()
+    del tokens[:]
+    for f in frames:
+        engine.tick({slot.index: f})
+    assert torch.equal(torch.stack([t[slot.index] for t in tokens]), a)

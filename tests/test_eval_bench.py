@@ -36,3 +36,18 @@ def test_bench_on_the_fixture(tmp_path: Path) -> None:
     assert (tmp_path / "latency.png").stat().st_size > 1000 and (
         tmp_path / "prosody.png"
     ).stat().st_size > 1000
+
+
+def test_seeded_e2e_runs_repeat_and_the_seed_matters() -> None:
+    """The committed e2e pair samples; with the bench's seed a rerun in the same process (on another
+    engine slot, after other conversations) says and speaks exactly the same, and another seed does not."""
+    import numpy as np
+
+    from e2e_voice.data.manifest import read_manifest
+    from eval.bench import run_system
+
+    entries = read_manifest(FIXTURE).entries[:1]
+    first, again, other = (run_system("e2e", [], entries, seed=s)[0] for s in (3, 3, 4))
+    assert first.intended and first.intended == again.intended
+    np.testing.assert_allclose(first.assistant, again.assistant, atol=1e-5)
+    assert other.intended != first.intended

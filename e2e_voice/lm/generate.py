@@ -19,14 +19,19 @@ meaningless.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from moshi.models.lm import LMGen, LMModel
+from moshi.utils.compile import no_cuda_graph
 
+from e2e_voice.lm import row_sampling
 from e2e_voice.lm.model import eager_on_cpu
+
+row_sampling.install()
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class LMStep:
         with step.streaming(batch_size=4):
             out = step.step(user_codes)          # [4, n_q, 1] -> LMStepOutput
             step.reset(torch.tensor([False, True, False, False]))  # row 1 starts a new conversation
+            step.seed(1, 1234)                   # ... and samples from its own stream, from now on
     """
 
     def __init__(self, lm: LMModel, sampling: Sampling = GREEDY) -> None:
@@ -88,6 +94,10 @@ class LMStep:
         )
         self.max_delay = self.gen.max_delay
         self._batch_size: int | None = None
+        # Per row: its seed, its random stream (None: torch's global one) and whether it steps.
+        self._seeds: list[int | None] = []
+        self._generators: list[torch.Generator | None] = []
+        self._active: list[bool] = []
 
     @contextmanager
     def streaming(self, batch_size: int) -> Iterator[LMStep]:
@@ -100,6 +110,8 @@ class LMStep:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         with self.gen.streaming(batch_size):
             self._batch_size = batch_size
+            self._seeds, self._generators = [None] * batch_size, [None] * batch_size
+            self._active = [True] * batch_size
             try:
                 yield self
             finally:
@@ -116,12 +128,31 @@ class LMStep:
         return mask.to(self.lm.device)
 
     def reset(self, mask: torch.Tensor) -> None:
-        """Start a new conversation on the rows where ``mask`` ([B] bool) is True."""
+        """Start a new conversation on the rows where ``mask`` ([B] bool) is True.
+
+        A seeded row restarts its random stream too, so a reset conversation repeats from its start.
+        """
         self.gen.reset_streaming(self._check_mask(mask, "reset"))
+        for row in torch.nonzero(mask.cpu()).flatten().tolist():
+            self.seed(row, self._seeds[row])
+
+    def seed(self, row: int, seed: int | None) -> None:
+        """Give ``row`` its own random stream from ``seed`` (None: back to torch's global generator)."""
+        if self._batch_size is None:
+            raise RuntimeError("seed() needs a streaming context: `with step.streaming(batch_size):`")
+        if not 0 <= row < self._batch_size:
+            raise ValueError(f"row {row} is outside the batch of {self._batch_size}")
+        self._seeds[row] = seed
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=self.lm.device)
+            gen.manual_seed(int(seed))
+        self._generators[row] = gen
 
     def set_active(self, mask: torch.Tensor) -> None:
         """Rows where ``mask`` is False are paused: later steps leave their state untouched."""
         self.gen.set_exec_mask(self._check_mask(mask, "set_active"))
+        self._active = mask.cpu().tolist()
 
     @torch.no_grad()
     def step(self, user_codes: torch.Tensor) -> LMStepOutput:
@@ -148,7 +179,11 @@ class LMStep:
             raise ValueError(
                 f"step() takes exactly one 80 ms frame, got {user_codes.shape[2]}: call it once per frame"
             )
-        with eager_on_cpu(self.lm.device):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(eager_on_cpu(self.lm.device))
+            if any(g is not None for g in self._generators):
+                stack.enter_context(row_sampling.row_generators(self._generators, self._active))
+                stack.enter_context(no_cuda_graph())  # a captured graph would replay the same draws
             out = self.gen.step(user_codes.to(self.lm.device))
         assert out is not None  # support_out_of_sync=True always returns a frame
         ready = (out[:, 0, 0] != self.lm.ungenerated_token_id) & (out[:, 1:, 0] >= 0).all(dim=1)
