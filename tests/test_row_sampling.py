@@ -3,6 +3,8 @@ rows draw nothing, and unseeded steps are exactly moshi's own sampling."""
 
 from __future__ import annotations
 
+import threading
+
 import moshi.models.lm as moshi_lm
 import pytest
 import torch
@@ -64,11 +66,15 @@ def test_unseeded_steps_are_moshis_own_sampling(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_context_is_per_thread_and_checked() -> None:
-    with pytest.raises(ValueError, match="2 generators for 1 rows"):
-        with row_generators([None, None], [True]):
-            pass
+    with pytest.raises(ValueError, match="2 generators for 1 rows"), row_generators([None, None], [True]):
+        pass
+    seen: list[object] = []
     with row_generators([_gen(0)], [True]):
         assert row_sampling._LOCAL.rows is not None
+        other = threading.Thread(target=lambda: seen.append(getattr(row_sampling._LOCAL, "rows", None)))
+        other.start()
+        other.join()
+    assert seen == [None]  # another thread (another engine's scheduler) samples as moshi does
     assert row_sampling._LOCAL.rows is None
 
 
