@@ -298,6 +298,17 @@ def test_deep_recipe_is_the_base_recipe_with_deeper_transformers() -> None:
     assert deep == base
 
 
+def test_deep_voices_recipe_is_the_voices_recipe_with_deeper_transformers() -> None:
+    """configs/experiment/codec_cpu_deep_voices.yaml: the many-voice recipe with 4 layers (seed 2)."""
+    voices, both = codec_recipe("codec_cpu_voices"), codec_recipe("codec_cpu_deep_voices")
+    assert voices["codec"].pop("transformer_layers") == 2 and both["codec"].pop("transformer_layers") == 4
+    assert both.pop("seed") == 2
+    for key in ("seed", "run_name"):
+        voices.pop(key)
+    both.pop("run_name")
+    assert both == voices
+
+
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
     clips = [torch.zeros(4000), torch.ones(4000), torch.full((4000,), 2.0)]
     sampler = CropSampler(clips, 1920, seed=0, weights=[6.0, 1.0, 1.0])
