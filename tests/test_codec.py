@@ -79,6 +79,33 @@ def test_streaming_equals_whole_clip(kwargs: dict[str, Any], speech: torch.Tenso
 
 @pytest.mark.parametrize("kwargs", VARIANTS[:4])
 @torch.no_grad()
+def test_streaming_equals_whole_clip_past_the_window(kwargs: dict[str, Any], speech: torch.Tensor) -> None:
+    """With a 4-step attention context and 8 frames, most steps attend to a full window: the streaming
+    key-value ring must hold the window and the frame's own new steps (moshi's holds exactly the context,
+    so a 2-step frame lost one key past the window, and the latent drifted by ~1e-3)."""
+    codec = _codec({**kwargs, "transformer_context": 4})
+    n = 8
+    x = speech[..., : n * codec.frame_size]
+    whole = codec.model._encode_to_unquantized_latent(x)  # [1, D, n]
+    codes = codec.encode(x)
+    audio = codec.decode(codes)
+    latents, step_codes, step_audio = [], [], []
+    with codec.streaming(1):
+        for i in range(n):
+            frame = x[..., i * codec.frame_size : (i + 1) * codec.frame_size]
+            latents.append(codec.model._encode_to_unquantized_latent(frame))
+    with codec.streaming(1):
+        for i in range(n):
+            c, a = codec.step(x[..., i * codec.frame_size : (i + 1) * codec.frame_size])
+            step_codes.append(c)
+            step_audio.append(a)
+    torch.testing.assert_close(torch.cat(latents, -1), whole, atol=1e-5, rtol=1e-4)
+    assert torch.equal(torch.cat(step_codes, -1), codes)
+    torch.testing.assert_close(torch.cat(step_audio, -1), audio, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", VARIANTS[:4])
+@torch.no_grad()
 def test_causality(kwargs: dict[str, Any], speech: torch.Tensor) -> None:
     codec = _codec(kwargs)
     fs = codec.frame_size

@@ -9,11 +9,12 @@ Shapes: audio ``[B, C, T]`` at 24 kHz, codes ``[B, K, T']`` at ``frame_rate`` (1
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from moshi.models.compression import MimiModel
 from moshi.models.loaders import get_mimi
-from moshi.modules.transformer import ProjectedTransformer
+from moshi.modules.transformer import ProjectedTransformer, RingKVCache, StreamingMultiheadAttention
 from moshi.quantization import SplitResidualVectorQuantizer
 from safetensors.torch import load_file
 
@@ -165,6 +166,47 @@ def _build_spectral_mimi(cfg: dict, device: torch.device) -> MimiModel:
     return model.to(device=device)
 
 
+class _WideRingAttention(StreamingMultiheadAttention):
+    """moshi's streaming attention with ``ring_extra`` more key-value slots than its context (see
+    :func:`_widen_kv_rings`); everything else, the attention mask included, is moshi's."""
+
+    ring_extra: int = 0
+
+    def _init_streaming_state(self, batch_size: int) -> Any:
+        state = super()._init_streaming_state(batch_size)
+        ring = state.kv_cache
+        if ring is not None and self.ring_extra:
+            _, b, heads, capacity, dim = ring.cache.shape
+            wider = capacity + self.ring_extra
+            state.kv_cache = RingKVCache(
+                b, heads, dim, wider, ring.respect_exec_mask, ring.cache.device, ring.cache.dtype
+            )
+        return state
+
+
+def _widen_kv_rings(model: MimiModel) -> MimiModel:
+    """Make the codec's transformers stream exactly like the whole-clip pass past their attention window.
+
+    moshi's streaming attention keeps a key-value ring of exactly ``context`` steps and writes a call's new
+    steps into it before attending. The codec's transformers run at the encoder frame rate (25 Hz for
+    Mimi), so one 80 ms frame is 2 steps: once the window is full, the first step of each frame has lost
+    the oldest key that the whole-clip mask (``delta < context``) still lets it see, and the latents drift
+    by ~1e-3 past 10 s (enough to flip a code where two codewords are nearly tied). A ring of ``context +
+    steps_per_frame - 1`` keys holds everything the mask allows; weights and mask are unchanged.
+    """
+    steps = round(model.encoder_frame_rate / model.frame_rate)
+    if steps <= 1:
+        return model
+    for transformer in (model.encoder_transformer, model.decoder_transformer):
+        if transformer is None:
+            continue
+        for attn in transformer.modules():
+            if type(attn) is StreamingMultiheadAttention and attn.context is not None:
+                attn.__class__ = _WideRingAttention
+                attn.ring_extra = steps - 1  # type: ignore[assignment]
+    return model
+
+
 def build_mimi(
     num_codebooks: int = 8,
     checkpoint: str | Path | None = None,
@@ -189,12 +231,12 @@ def build_mimi(
             device=torch.device(device),
             num_codebooks=num_codebooks,
         )
-        return model.eval()
+        return _widen_kv_rings(model).eval()
     model = _build_spectral_mimi(cfg, torch.device(device))
     if checkpoint is not None:
         model.load_state_dict(load_file(str(checkpoint), device=str(device)))
     model.set_num_codebooks(num_codebooks)
-    return model.eval()
+    return _widen_kv_rings(model).eval()
 
 
 @torch.no_grad()
