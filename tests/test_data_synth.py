@@ -189,6 +189,35 @@ def test_plan_is_independent_of_the_rest_of_the_run(tmp_path: Path) -> None:
     assert plan(a, 0) != plan(fast_settings(tmp_path, seed=4), 0)
 
 
+def _prompts_by_split(settings: SynthSettings, n: int = 400) -> dict[str, set[str]]:
+    from e2e_voice.data.content import FOLLOW_UPS
+
+    out: dict[str, set[str]] = {}
+    for i in range(n):
+        p = plan(settings, i)
+        out.setdefault(p.split, set()).update(q for q in p.prompts if q not in FOLLOW_UPS)
+    return out
+
+
+def test_held_out_splits_ask_questions_train_never_asks(tmp_path: Path) -> None:
+    """Each prompt belongs to one split (the default), so valid/test questions and their answers are
+    unseen in train; with one shared bank (null, the corpora before 2026-11-30) they leak."""
+    settings = fast_settings(tmp_path, content_source="llm")
+    by_split = _prompts_by_split(settings)
+    assert set(by_split) == {"train", "valid", "test"}
+    assert not by_split["train"] & (by_split["valid"] | by_split["test"])
+    assert not by_split["valid"] & by_split["test"]
+    shared = _prompts_by_split(fast_settings(tmp_path, content_source="llm", prompt_splits=None))
+    assert shared["train"] & shared["test"], "the shared bank should leak over 400 conversations"
+
+
+def test_prompt_splits_must_leave_every_split_a_prompt(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"leaves no prompt for split\(s\) \['valid', 'test'\]"):
+        fast_settings(tmp_path, prompt_splits={"train": 1.0})
+    with pytest.raises(ValueError, match="prompt_splits must be fractions"):
+        fast_settings(tmp_path, prompt_splits={"dev": 1.0})
+
+
 def _digest(out: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(out.rglob("*")):

@@ -94,6 +94,9 @@ class SynthSettings:
     llm: dict[str, Any] = field(default_factory=dict)
     follow_up_prob: float = 0.3
     history_exchanges: int = 2
+    prompt_splits: dict[str, float] | None = field(
+        default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1}
+    )
     template_sentences: tuple[int, int] = (1, 3)
     alignment: str = "whisper"
     aligner_model: str = "whisper-base"
@@ -130,6 +133,14 @@ class SynthSettings:
             )
         if set(self.splits) - set(SPLITS) or sum(self.splits.values()) <= 0:
             raise ValueError(f"splits must be fractions for {SPLITS}, got {self.splits}")
+        if self.prompt_splits is not None:
+            banks = prompt_banks(self.prompt_splits)
+            empty = [s for s in self.splits if self.splits[s] > 0 and not banks.get(s)]
+            if empty:
+                raise ValueError(
+                    f"content.prompt_splits {self.prompt_splits} leaves no prompt for split(s) {empty}: give"
+                    " them a larger share, or null to share one prompt bank between the splits"
+                )
         for pool in self.users:
             if pool.engine not in engines.ENGINES:
                 raise ValueError(
@@ -171,6 +182,24 @@ def _cache_root(settings: SynthSettings) -> Path:
     return settings.cache_root or cache_dir() / "synth"
 
 
+def prompt_banks(fractions: dict[str, float]) -> dict[str, tuple[str, ...]]:
+    """Split the prompt bank between the corpus splits, each prompt to one split only.
+
+    A prompt goes to the split its text's hash falls into (cumulative ``fractions``), so the partition
+    does not depend on the seed or the corpus size: a test conversation's questions, and so its answers,
+    never occur in train. The ``FOLLOW_UPS`` (10 generic questions like "Why is that?") stay shared.
+    """
+    names = [s for s in SPLITS if fractions.get(s, 0) > 0]
+    if set(fractions) - set(SPLITS) or not names:
+        raise ValueError(f"content.prompt_splits must be fractions for {SPLITS}, got {fractions}")
+    edges = np.cumsum([fractions[s] for s in names]) / sum(fractions[s] for s in names)
+    banks: dict[str, list[str]] = {s: [] for s in names}
+    for prompt in content.PROMPTS:
+        u = int(hashlib.sha256(prompt.encode()).hexdigest()[:12], 16) / 16**12
+        banks[names[min(int(np.searchsorted(edges, u, side="right")), len(names) - 1)]].append(prompt)
+    return {s: tuple(b) for s, b in banks.items()}
+
+
 def plan(settings: SynthSettings, index: int) -> ConversationPlan:
     """Plan conversation ``index``; depends only on ``settings`` and ``index``."""
     rng = np.random.default_rng([settings.seed, index, 1])
@@ -179,12 +208,13 @@ def plan(settings: SynthSettings, index: int) -> ConversationPlan:
     split = names[int(np.searchsorted(np.cumsum(fractions / fractions.sum()), rng.random(), side="right"))]
     user_voice = draw_voice(settings.users, rng)
     n = int(rng.integers(settings.exchanges[0], settings.exchanges[1] + 1))
+    bank = content.PROMPTS if settings.prompt_splits is None else prompt_banks(settings.prompt_splits)[split]
     prompts = []
     for i in range(n):
         if i > 0 and settings.content_source == "llm" and rng.random() < settings.follow_up_prob:
             prompts.append(str(rng.choice(content.FOLLOW_UPS)))
         else:
-            prompts.append(str(rng.choice(content.PROMPTS)))
+            prompts.append(str(rng.choice(bank)))
     kinds = list(settings.scenario_weights)
     sw = np.array([settings.scenario_weights[k] for k in kinds], dtype=np.float64)
     scenarios = tuple(str(kinds[int(rng.choice(len(kinds), p=sw / sw.sum()))]) for _ in range(n))

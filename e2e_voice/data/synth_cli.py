@@ -81,6 +81,11 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
         llm=dict(content["llm"]),
         follow_up_prob=float(content["follow_up_prob"]),
         history_exchanges=int(content["history_exchanges"]),
+        prompt_splits=(
+            None
+            if content.get("prompt_splits") is None
+            else {k: float(v) for k, v in content["prompt_splits"].items()}
+        ),
         template_sentences=(int(content["template_sentences"][0]), int(content["template_sentences"][1])),
         alignment=str(c["alignment"]["method"]),
         aligner_model=str(c["alignment"]["model"]),
