@@ -8,7 +8,8 @@ offline clock. The system's own channel is then measured against the scenario's 
 - turn-taking (Full-Duplex-Bench v1): takeover rate during user pauses (lower is better), smooth
   turn-taking rate at turn ends, stop latency after a user interruption, and whether the system keeps
   talking through a backchannel;
-- WER of the system's speech against the text it meant to say (its own text events), Whisper judge;
+- WER of the system's speech against the text it meant to say (its own text events), Whisper judge, and
+  the missed-word rate (meant words not heard, in order), which hallucinated insertions cannot inflate;
 - prosody of the system's speech (F0 in semitones, range, intensity, rate, pauses);
 - real-time factor of the run, and the cascade's per-stage timings when the system reports them;
 - with ``codec_metrics=true``, the codec's own metrics (``eval/codec.py``: bitrate, mel distance, SI-SDR,
@@ -156,6 +157,7 @@ def summarize(scores: list[ConversationScore]) -> dict[str, Any]:
         "interruptions_while_speaking": len(stops),
         "backchannel_continue_rate": _mean([x for s in scores for x in s.backchannel_continues]),
         "wer": m.wer(refs, hyps) if refs else None,
+        "missed_words": m.missed_words(refs, hyps) if refs else None,
         # Compute time per second of audio the system processed (the input and the silent tail
         # `converse` feeds until the assistant is quiet), not per second of input.
         "real_time_factor": sum(s.run_seconds for s in scores)
@@ -340,6 +342,7 @@ ROWS = [
     ("interruptions while speaking / never stopped", None, False),
     ("backchannel: keeps talking", "backchannel_continue_rate", True),
     ("WER (own speech)", "wer", True),
+    ("missed words (own speech; insertions not counted)", "missed_words", True),
     ("real-time factor", "real_time_factor", False),
 ]
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from e2e_voice.stt.whisper import word_error_rate
+from e2e_voice.stt.whisper import word_error_rate, word_hits
 
 FDB_TURN_SECONDS = 1.0
 """Full-Duplex-Bench: a response of at least this much speech takes the turn."""
@@ -202,6 +202,17 @@ def whisper_normalize(text: str) -> str:
 def wer(references: list[str], hypotheses: list[str]) -> float:
     """Corpus WER after Whisper normalisation; empty references are skipped (error if all are)."""
     return word_error_rate(references, hypotheses, normalize=whisper_normalize)
+
+
+def missed_words(references: list[str], hypotheses: list[str]) -> float:
+    """Pooled missed-word rate after Whisper normalisation: reference words not heard in order, over all
+    reference words. Inserted words do not count, so a system whose speech the judge hears as babble
+    scores near 100 % however much the judge hallucinates (WER can go far past it)."""
+    pairs = [word_hits(r, h, normalize=whisper_normalize) for r, h in zip(references, hypotheses)]
+    words = sum(n for _, n in pairs)
+    if not words:
+        raise ValueError("no reference words to score")
+    return 1.0 - sum(hit for hit, _ in pairs) / words
 
 
 def p50_p90(values: list[float]) -> tuple[float | None, float | None]:

@@ -97,6 +97,16 @@ def test_wer_known(ref: str, hyp: str, expected: float) -> None:
     assert m.wer([ref], [hyp]) == pytest.approx(expected)
 
 
+def test_missed_words_ignore_insertions_where_wer_does_not() -> None:
+    refs = ["the cat sat on the mat", "hello there"]
+    hyps = ["the dog sat on the mat and then a lot more words", "Hello, there!"]
+    assert m.missed_words(refs, hyps) == pytest.approx(1 / 8)  # 'cat' missed; normalised punctuation
+    assert m.wer(refs, hyps) == pytest.approx(7 / 8)  # 1 substitution + 6 insertions
+    assert m.missed_words(["a b c"], ["c b a"]) == pytest.approx(2 / 3)  # in order: only one word
+    with pytest.raises(ValueError, match="no reference words"):
+        m.missed_words([""], ["x"])
+
+
 def test_percentiles() -> None:
     assert m.p50_p90([]) == (None, None)
     p50, p90 = m.p50_p90([float(x) for x in range(1, 11)])
