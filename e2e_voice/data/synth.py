@@ -12,6 +12,7 @@ LLM answers and TTS clips (with their word times) are cached under
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -182,6 +183,14 @@ def _cache_root(settings: SynthSettings) -> Path:
     return settings.cache_root or cache_dir() / "synth"
 
 
+def _split_at(fractions: dict[str, float], u: float) -> str:
+    """The split whose share of [0, 1) holds ``u`` (shares in :data:`SPLITS` order, zero shares skipped)."""
+    names = [s for s in SPLITS if fractions.get(s, 0) > 0]
+    w = np.array([fractions[s] for s in names], dtype=np.float64)
+    # Clamped: the last cumulative edge can round to just below 1.
+    return names[min(int(np.searchsorted(np.cumsum(w / w.sum()), u, side="right")), len(names) - 1)]
+
+
 def prompt_banks(fractions: dict[str, float]) -> dict[str, tuple[str, ...]]:
     """Split the prompt bank between the corpus splits, each prompt to one split only.
 
@@ -189,23 +198,26 @@ def prompt_banks(fractions: dict[str, float]) -> dict[str, tuple[str, ...]]:
     does not depend on the seed or the corpus size: a test conversation's questions, and so its answers,
     never occur in train. The ``FOLLOW_UPS`` (10 generic questions like "Why is that?") stay shared.
     """
-    names = [s for s in SPLITS if fractions.get(s, 0) > 0]
-    if set(fractions) - set(SPLITS) or not names:
-        raise ValueError(f"content.prompt_splits must be fractions for {SPLITS}, got {fractions}")
-    edges = np.cumsum([fractions[s] for s in names]) / sum(fractions[s] for s in names)
+    return dict(_prompt_banks(tuple(sorted(fractions.items()))))  # a copy: the cached one is shared
+
+
+@functools.lru_cache(maxsize=8)  # plan() asks once per conversation; the hashes never change
+def _prompt_banks(fractions: tuple[tuple[str, float], ...]) -> dict[str, tuple[str, ...]]:
+    shares = dict(fractions)
+    names = [s for s in SPLITS if shares.get(s, 0) > 0]
+    if set(shares) - set(SPLITS) or not names:
+        raise ValueError(f"content.prompt_splits must be fractions for {SPLITS}, got {shares}")
     banks: dict[str, list[str]] = {s: [] for s in names}
     for prompt in content.PROMPTS:
         u = int(hashlib.sha256(prompt.encode()).hexdigest()[:12], 16) / 16**12
-        banks[names[min(int(np.searchsorted(edges, u, side="right")), len(names) - 1)]].append(prompt)
+        banks[_split_at(shares, u)].append(prompt)
     return {s: tuple(b) for s, b in banks.items()}
 
 
 def plan(settings: SynthSettings, index: int) -> ConversationPlan:
     """Plan conversation ``index``; depends only on ``settings`` and ``index``."""
     rng = np.random.default_rng([settings.seed, index, 1])
-    names = [s for s in SPLITS if s in settings.splits]
-    fractions = np.array([settings.splits[s] for s in names], dtype=np.float64)
-    split = names[int(np.searchsorted(np.cumsum(fractions / fractions.sum()), rng.random(), side="right"))]
+    split = _split_at(settings.splits, rng.random())
     user_voice = draw_voice(settings.users, rng)
     n = int(rng.integers(settings.exchanges[0], settings.exchanges[1] + 1))
     bank = content.PROMPTS if settings.prompt_splits is None else prompt_banks(settings.prompt_splits)[split]
