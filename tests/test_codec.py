@@ -28,13 +28,19 @@ TINY: dict[str, Any] = {
     "quantizer_dimension": 64,
 }
 SPECTRAL: dict[str, Any] = {"frontend": "spectral", "ratios": (2, 2), "n_mels": 40, "envelope_bands": 32}
-VARIANTS = [
+FAST_VARIANTS = [
     pytest.param({**TINY, "num_codebooks": 4}, id="tiny"),
     pytest.param({**TINY, "num_codebooks": 4, "frame_rate": 25.0}, id="tiny-25hz"),
     pytest.param(
         {"n_filters": 32, "transformer_layers": 2, "quantizer_levels": 8, "num_codebooks": 8}, id="small"
     ),
     pytest.param({**TINY, **SPECTRAL, "num_codebooks": 4}, id="tiny-spectral"),
+    pytest.param(
+        {**TINY, **SPECTRAL, "num_codebooks": 4, "decoder_transformer_layers": 2}, id="tiny-spectral-dec2"
+    ),
+]
+VARIANTS = [
+    *FAST_VARIANTS,
     pytest.param(
         {"n_filters": 64, "transformer_layers": 8, "quantizer_levels": 32, "num_codebooks": 8},
         id="kyutai-arch",
@@ -77,7 +83,7 @@ def test_streaming_equals_whole_clip(kwargs: dict[str, Any], speech: torch.Tenso
     torch.testing.assert_close(torch.cat(step_audio, -1), audio, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS[:4])
+@pytest.mark.parametrize("kwargs", FAST_VARIANTS)
 @torch.no_grad()
 def test_streaming_equals_whole_clip_past_the_window(kwargs: dict[str, Any], speech: torch.Tensor) -> None:
     """With a 4-step attention context and 8 frames, most steps attend to a full window: the streaming
@@ -104,7 +110,7 @@ def test_streaming_equals_whole_clip_past_the_window(kwargs: dict[str, Any], spe
     torch.testing.assert_close(torch.cat(step_audio, -1), audio, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS[:4])
+@pytest.mark.parametrize("kwargs", FAST_VARIANTS)
 @torch.no_grad()
 def test_causality(kwargs: dict[str, Any], speech: torch.Tensor) -> None:
     codec = _codec(kwargs)
@@ -207,9 +213,30 @@ def test_spectral_round_trip_and_export(tmp_path: Path, speech: torch.Tensor) ->
     )
 
 
+@torch.no_grad()
+def test_decoder_depth_is_its_own_and_is_stored(tmp_path: Path, speech: torch.Tensor) -> None:
+    """``decoder_transformer_layers`` deepens only the decoder, and a saved file rebuilds that shape."""
+    codec = _codec({**TINY, **SPECTRAL, "num_codebooks": 3, "decoder_transformer_layers": 3})
+    layers = lambda c: [  # noqa: E731
+        len(t.transformer.layers) for t in (c.model.encoder_transformer, c.model.decoder_transformer)
+    ]
+    assert layers(codec) == [1, 3]
+    assert layers(_codec({**TINY, **SPECTRAL, "num_codebooks": 3})) == [1, 1]
+    x = speech[..., : 4 * codec.frame_size]
+    loaded = load_codec(save_codec(codec, tmp_path / "dec3.safetensors"))
+    assert layers(loaded) == [1, 3] and loaded.arch["decoder_transformer_layers"] == 3
+    codes = codec.encode(x)
+    assert torch.equal(loaded.encode(x), codes)
+    assert torch.equal(loaded.decode(codes), codec.decode(codes))
+
+
 def test_spectral_config_errors() -> None:
     with pytest.raises(ValueError, match="frontend must be one of"):
         build_codec(**TINY, frontend="mel")
+    with pytest.raises(ValueError, match="decoder_transformer_layers=2: a separate decoder depth needs"):
+        build_codec(**TINY, decoder_transformer_layers=2)  # the waveform Mimi
+    with pytest.raises(ValueError, match="at least 1 layer"):
+        build_codec(**TINY, **SPECTRAL, decoder_transformer_layers=0)
     with pytest.raises(ValueError, match="4 x stft_hop"):
         build_codec(**TINY, **SPECTRAL, n_fft=1024)
     with pytest.raises(ValueError, match="divided by a whole number"):

@@ -309,6 +309,15 @@ def test_deep_voices_recipe_is_the_voices_recipe_with_deeper_transformers() -> N
     assert both == voices
 
 
+def test_dec6_recipe_is_the_deep_recipe_with_a_deeper_decoder() -> None:
+    """configs/experiment/codec_cpu_deep_dec6.yaml: the committed recipe with 6 decoder layers."""
+    deep, dec6 = codec_recipe("codec_cpu_deep"), codec_recipe("codec_cpu_deep_dec6")
+    assert deep["codec"].pop("decoder_transformer_layers") is None
+    assert dec6["codec"].pop("decoder_transformer_layers") == 6
+    deep.pop("run_name"), dec6.pop("run_name")
+    assert dec6 == deep
+
+
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
     clips = [torch.zeros(4000), torch.ones(4000), torch.full((4000,), 2.0)]
     sampler = CropSampler(clips, 1920, seed=0, weights=[6.0, 1.0, 1.0])

@@ -27,6 +27,7 @@ ARCH_KEYS = (
     "dimension",
     "ratios",
     "transformer_layers",
+    "decoder_transformer_layers",
     "transformer_heads",
     "transformer_ff",
     "transformer_context",
@@ -48,6 +49,7 @@ def mimi_config(
     dimension: int = 512,
     ratios: tuple[int, ...] = (8, 6, 5, 4),
     transformer_layers: int = 8,
+    decoder_transformer_layers: int | None = None,
     transformer_heads: int = 8,
     transformer_ff: int = 2048,
     transformer_context: int = 250,
@@ -70,9 +72,18 @@ def mimi_config(
     ``frontend="spectral"`` puts the SEANet stacks on STFT frames (``n_fft``, ``stft_hop``, ``n_mels``; see
     :mod:`e2e_voice.codec.stft_layers`); ``ratios`` then count STFT frames, e.g. ``[2, 2]`` with a hop of
     240 samples gives the same 25 Hz as the published ``[8, 6, 5, 4]`` on samples.
+
+    ``decoder_transformer_layers`` (spectral codecs only) gives the decoder's transformer another depth
+    than the encoder's ``transformer_layers``; None keeps them equal, as in Mimi.
     """
     if frontend not in FRONTENDS:
         raise ValueError(f"frontend must be one of {FRONTENDS}, got {frontend!r}")
+    if decoder_transformer_layers is not None and (frontend != "spectral" or decoder_transformer_layers < 1):
+        raise ValueError(
+            f"decoder_transformer_layers={decoder_transformer_layers}: a separate decoder depth needs"
+            f" frontend='spectral' (moshi builds the waveform Mimi's two transformers alike) and at least 1"
+            f" layer; got frontend={frontend!r}. Set it to null to use transformer_layers for both"
+        )
     hop = stft_hop if frontend == "spectral" else 1
     for r in ratios:
         hop *= r
@@ -142,6 +153,8 @@ def mimi_config(
             "n_mels": n_mels,
             "envelope_bands": envelope_bands,
         }
+        if decoder_transformer_layers is not None:
+            config["decoder_transformer"] = {**transformer, "num_layers": decoder_transformer_layers}
     return config
 
 
@@ -161,7 +174,9 @@ def _build_spectral_mimi(cfg: dict, device: torch.device) -> MimiModel:
         causal=True,
         resample_method="conv",
         encoder_transformer=ProjectedTransformer(device=device, **cfg["transformer"]),
-        decoder_transformer=ProjectedTransformer(device=device, **cfg["transformer"]),
+        decoder_transformer=ProjectedTransformer(
+            device=device, **cfg.get("decoder_transformer", cfg["transformer"])
+        ),
     )
     return model.to(device=device)
 
