@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from e2e_voice import cli
+from e2e_voice.data import synth
 from e2e_voice.data.align import split_words
 from e2e_voice.data.manifest import ASSISTANT, CHANNEL_OF, USER, DialogueEntry, read_manifest
 from e2e_voice.data.scenarios import TimingSettings, active_mask
@@ -233,6 +234,64 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     generate(replace(one, out_dir=tmp_path / "c", seed=11))
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+REAL_RENDER = synth.render
+
+
+def _counting_render(monkeypatch: pytest.MonkeyPatch, fail_after: int | None = None) -> list[str]:
+    """Wrap ``synth.render`` to record the conversations it renders (and optionally crash midway)."""
+    real, rendered = REAL_RENDER, []
+
+    def render(settings: SynthSettings, p: synth.ConversationPlan) -> object:
+        if fail_after is not None and len(rendered) == fail_after:
+            raise RuntimeError("stopped by the test")
+        rendered.append(p.id)
+        return real(settings, p)
+
+    monkeypatch.setattr(synth, "render", render)
+    return rendered
+
+
+def test_an_interrupted_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped after two conversations keeps them: the rerun renders only the other two, and the
+    corpus is byte-identical to one made in a single run."""
+    settings = fast_settings(tmp_path / "a")
+    rendered = _counting_render(monkeypatch, fail_after=2)
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        generate(settings)
+    assert len(rendered) == 2 and not (tmp_path / "a" / "train.jsonl").exists()
+    rendered = _counting_render(monkeypatch)
+    result = generate(settings)
+    assert result.resumed == 2 and len(rendered) == 2
+    assert len(result.entries) == 4
+    rendered = _counting_render(monkeypatch)
+    generate(replace(settings, out_dir=tmp_path / "b"))  # the same corpus in one go
+    assert len(rendered) == 4
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+def test_resume_redoes_what_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changed corpus settings, a damaged sidecar, a missing audio file or resume=False render again;
+    run-only settings (workers, cache) do not."""
+    settings = fast_settings(tmp_path, num_conversations=3, exchanges=(2, 2))
+    generate(settings)
+    rendered = _counting_render(monkeypatch)
+    assert generate(replace(settings, use_cache=True, cache_root=tmp_path / "cache")).resumed == 3
+    assert rendered == []
+    generate(replace(settings, noise_prob=0.0))  # another corpus: nothing is reused
+    assert len(rendered) == 3
+    sidecars = sorted((tmp_path / "audio").glob("*.json"))
+    assert len(sidecars) == 3
+    sidecars[0].write_text("{not json")
+    entry = json.loads(sidecars[1].read_text())["entry"]
+    (tmp_path / entry["audio"]).unlink()
+    rendered.clear()
+    assert generate(replace(settings, noise_prob=0.0)).resumed == 1
+    assert sorted(rendered) == sorted(p.stem for p in sidecars[:2])
+    rendered.clear()
+    assert generate(replace(settings, noise_prob=0.0, resume=False)).resumed == 0
+    assert len(rendered) == 3
 
 
 def test_cache_reuses_clips(tmp_path: Path) -> None:

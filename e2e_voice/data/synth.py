@@ -111,6 +111,7 @@ class SynthSettings:
     use_cache: bool = True
     cache_root: Path | None = None
     watermark_assistant: bool = False
+    resume: bool = True
 
     def __post_init__(self) -> None:
         if self.num_conversations < 1:
@@ -435,6 +436,39 @@ class Speaker:
 
 _SPEAKER: list[Speaker] = []
 
+# Settings that change where or how fast a corpus is made, not what it contains.
+_RUN_ONLY = ("out_dir", "workers", "use_cache", "cache_root", "resume")
+
+
+def conversation_fingerprint(settings: SynthSettings, p: ConversationPlan) -> str:
+    """A digest of everything a rendered conversation depends on: the corpus settings and its plan."""
+    corpus = {k: v for k, v in asdict(settings).items() if k not in _RUN_ONLY}
+    return _key("conversation", corpus, asdict(replace(p, answers=())))
+
+
+def _sidecar(settings: SynthSettings, p: ConversationPlan) -> Path:
+    return settings.out_dir / "audio" / f"{p.id}.json"
+
+
+def resumable_entry(settings: SynthSettings, p: ConversationPlan) -> dict[str, Any] | None:
+    """The manifest entry of ``p`` rendered by an earlier run of the same corpus, or None.
+
+    A conversation counts as done when its sidecar (written after its audio) carries the same
+    fingerprint and its audio file is there; anything else (another seed, voice or plan, a missing or
+    unreadable file) renders it again.
+    """
+    path = _sidecar(settings, p)
+    try:
+        saved = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("fingerprint") != conversation_fingerprint(settings, p):
+        return None
+    entry = saved.get("entry")
+    if not isinstance(entry, dict) or not (settings.out_dir / str(entry.get("audio", ""))).is_file():
+        return None
+    return entry
+
 
 def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any], dict[str, float]]:
     """TTS, layout, noise and writing of one planned conversation.
@@ -486,7 +520,9 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
     path = settings.out_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     t_write = time.perf_counter()
-    sf.write(str(path), audio.T, SAMPLE_RATE, subtype="PCM_16", format=settings.audio_format.upper())
+    tmp = path.with_name(path.name + ".tmp")
+    sf.write(str(tmp), audio.T, SAMPLE_RATE, subtype="PCM_16", format=settings.audio_format.upper())
+    tmp.replace(path)
     t_end = time.perf_counter()
     entry = DialogueEntry(
         id=p.id,
@@ -500,6 +536,15 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
         noise_snr_db=p.snr_db,
         voices={ASSISTANT: settings.assistant.describe(), USER: p.user_voice.describe()},
     )
+    # The sidecar goes last, after the audio: its presence means the conversation is complete, so a run
+    # that stops (an error, Ctrl-C) resumes from here instead of rendering everything again.
+    sidecar = _sidecar(settings, p)
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    fingerprint = conversation_fingerprint(settings, p)
+    tmp.write_text(
+        json.dumps({"fingerprint": fingerprint, "entry": entry.to_json()}, ensure_ascii=False), "utf-8"
+    )
+    tmp.replace(sidecar)
     tts = speaker.timings["tts"] - before["tts"]
     align = speaker.timings["align"] - before["align"]
     timings = {
@@ -533,6 +578,7 @@ class SynthResult:
     audio_seconds: float
     wall_seconds: float
     stage_seconds: dict[str, float]
+    resumed: int = 0  # conversations taken from an earlier, interrupted run of the same corpus
 
 
 def generate(settings: SynthSettings) -> SynthResult:
@@ -555,9 +601,19 @@ def generate(settings: SynthSettings) -> SynthResult:
         return replace(p, answers=answers)
 
     results: dict[int, tuple[dict[str, Any], dict[str, float]]] = {}
-    bar = tqdm(total=len(plans), desc="answer + render", unit="conv")
-    if settings.workers == 1:
+    idle = dict.fromkeys(("tts", "align", "layout", "mix", "write"), 0.0)
+    if settings.resume:
         for p in plans:
+            prior = resumable_entry(settings, p)
+            if prior is not None:
+                results[p.index] = (prior, idle)
+    resumed = len(results)
+    if resumed:
+        print(f"synth-data: resuming, {resumed} of {len(plans)} conversations already in {settings.out_dir}")
+    todo = [p for p in plans if p.index not in results]
+    bar = tqdm(total=len(plans), initial=resumed, desc="answer + render", unit="conv")
+    if settings.workers == 1:
+        for p in todo:
             results[p.index] = render(settings, answered(p))
             bar.update()
     else:
@@ -571,7 +627,7 @@ def generate(settings: SynthSettings) -> SynthResult:
             initargs=(threads,),
         ) as pool:
             futures = []
-            for p in plans:
+            for p in todo:
                 futures.append(pool.submit(_render_job, settings, answered(p)))
                 futures[-1].add_done_callback(lambda _: bar.update())
             for fut in futures:
@@ -590,7 +646,7 @@ def generate(settings: SynthSettings) -> SynthResult:
         tmp.replace(path)
         manifests[split] = path
     audio_seconds = sum(float(e["duration"]) for e in entries)
-    return SynthResult(manifests, entries, audio_seconds, time.perf_counter() - t_start, stage)
+    return SynthResult(manifests, entries, audio_seconds, time.perf_counter() - t_start, stage, resumed)
 
 
 __all__ = [

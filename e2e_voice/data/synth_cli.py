@@ -102,6 +102,7 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
         use_cache=bool(c["cache"]["enabled"]),
         cache_root=None if c["cache"].get("dir") is None else Path(c["cache"]["dir"]),
         watermark_assistant=bool(c.get("watermark_assistant", False)),
+        resume=bool(c.get("resume", True)),
     )
 
 
@@ -114,6 +115,7 @@ def summarize(result: SynthResult, settings: SynthSettings) -> dict[str, Any]:
     busy = sum(result.stage_seconds.values())
     summary = {
         "conversations": len(result.entries),
+        "resumed": result.resumed,
         "per_split": {k: sum(e["split"] == k for e in result.entries) for k in result.manifests},
         "audio_seconds": result.audio_seconds,
         "wall_seconds": result.wall_seconds,
@@ -136,6 +138,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{summary['audio_seconds'] / 60:.1f} min of audio in {summary['wall_seconds']:.0f} s wall "
         f"with {summary['workers']} worker(s): {summary['audio_seconds_per_wall_second']:.2f}x real time "
         f"= {summary['hours_per_30_min']:.2f} h of conversation per 30 min"
+        + (f" ({summary['resumed']} resumed from an earlier run)" if summary.get("resumed") else "")
     )
     print(f"\n{'stage':<8} {'seconds':>9} {'share':>6}   (render stages summed over workers)")
     for k, v in summary["stage_seconds"].items():
