@@ -42,7 +42,8 @@ def test_istft_inverts_stft_after_the_first_window() -> None:
 @torch.no_grad()
 def test_streaming_equals_whole() -> None:
     x = torch.randn(2, 1, 32 * HOP)
-    stft, istft = CausalSTFT(N_FFT, HOP), CausalISTFT(N_FFT, HOP)
+    # inference mode: in training the whole clip goes through the FFT path (equal within float rounding)
+    stft, istft = CausalSTFT(N_FFT, HOP).eval(), CausalISTFT(N_FFT, HOP).eval()
     spec_whole = stft(x)
     torch.manual_seed(0)
     polar = torch.randn(2, 2 * (N_FFT // 2 + 1), 32)
@@ -103,3 +104,37 @@ def test_envelope_expansion() -> None:
     log_mag = expand(x)[0, :bins, 0]
     assert log_mag[0] == 0.0 and abs(float(log_mag[-1]) - 1.0) < 1e-6
     assert bool((log_mag[10:].diff() >= -1e-6).all())
+
+
+def test_training_fft_path_equals_the_conv() -> None:
+    """In training (not streaming) both transforms run by FFT; values and gradients match the convs."""
+    torch.manual_seed(0)
+    stft, istft = CausalSTFT(960, 240), CausalISTFT(960, 240)
+    audio = torch.randn(3, 1, 240 * 20)
+    spec = torch.randn(3, 2 * 481, 20)
+    results = []
+    for training in (False, True):
+        stft.train(training), istft.train(training)
+        s = spec.clone().requires_grad_(True)
+        out = istft(s)
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        results.append((stft(audio), out.detach(), s.grad))
+    (conv_spec, conv_out, conv_grad), (fft_spec, fft_out, fft_grad) = results
+    assert conv_out.shape == fft_out.shape == (3, 1, 240 * 20)
+    torch.testing.assert_close(fft_spec, conv_spec, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(fft_out, conv_out, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fft_grad, conv_grad, atol=1e-5, rtol=1e-4)
+    assert fft_spec.abs().max() > 1 and fft_out.abs().max() > 1e-2  # not trivially equal
+
+
+def test_streaming_keeps_the_conv_in_training_mode() -> None:
+    """The FFT path has no streaming state: a streamed frame must go through the conv."""
+
+    def no_fft(_: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("FFT path used while streaming")
+
+    stft, istft = CausalSTFT(960, 240).train(), CausalISTFT(960, 240).train()
+    stft._fft, istft._fft = no_fft, no_fft  # type: ignore[method-assign]
+    with stft.streaming(1), istft.streaming(1):
+        assert stft(torch.randn(1, 1, 1920)).shape == (1, 962, 8)
+        assert istft(torch.randn(1, 962, 8)).shape == (1, 1, 1920)

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from moshi.modules.conv import StreamingConv1d, StreamingConvTranspose1d
 from moshi.modules.seanet import SEANetDecoder, SEANetEncoder
 from moshi.modules.streaming import StreamingContainer
@@ -67,10 +68,15 @@ def _freeze_kernel(conv: nn.Module, kernel: torch.Tensor) -> None:
 class CausalSTFT(StreamingContainer):
     """Complex STFT of ``[B, 1, T]`` audio as ``[B, 2F, T / hop]``; frame ``j`` ends at sample ``(j+1)*hop``.
 
+    In training mode, outside streaming, it computes the same frames by FFT (``fft_training``, see
+    :meth:`_fft`).
+
     Args:
         n_fft: window length (a multiple of ``hop``).
         hop: hop length; ``T`` must be a multiple of it.
     """
+
+    fft_training: bool = True  # False: the conv in training too (benchmarks/bench_codec_train.py compares)
 
     def __init__(self, n_fft: int, hop: int) -> None:
         super().__init__()
@@ -80,9 +86,25 @@ class CausalSTFT(StreamingContainer):
         self.conv = StreamingConv1d(1, 2 * (n_fft // 2 + 1), n_fft, hop, causal=True, pad_mode="constant")
         cos, sin, window = _dft_basis(n_fft)
         _freeze_kernel(self.conv.conv.conv, torch.cat([cos * window, -sin * window])[:, None, :])
+        self.window: torch.Tensor
+        self.register_buffer("window", window.float(), persistent=False)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        whole = not self.is_streaming and audio.shape[1] == 1 and audio.shape[-1] % self.hop == 0
+        if self.fft_training and self.training and whole:
+            return self._fft(audio)
         return self.conv(audio)
+
+    def _fft(self, audio: torch.Tensor) -> torch.Tensor:
+        """The same frames by FFT, for training: the strided conv costs ~10 ms of a CPU recipe's step.
+
+        Inference keeps the conv, so that whole clips and streamed frames share one computation and
+        give the same codes (the two paths differ by float rounding, ~1e-6).
+        """
+        x = F.pad(audio[:, 0], (self.n_fft - self.hop, 0))  # the conv's causal left padding
+        window = self.window.to(x)
+        spec = torch.stft(x, self.n_fft, self.hop, window=window, center=False, return_complex=True)
+        return torch.cat([spec.real, spec.imag], dim=1)
 
 
 class CausalISTFT(StreamingContainer):
@@ -91,7 +113,10 @@ class CausalISTFT(StreamingContainer):
     Frame ``j`` is windowed and added at samples ``[j*hop, j*hop + n_fft)``; output sample ``s`` is final
     once the frame containing it first is in, which keeps the module causal. With the periodic Hann
     window and ``hop = n_fft / 4`` the summed squared windows are constant, folded into the kernel.
+    In training mode, outside streaming, it runs by inverse FFT (``fft_training``, see :meth:`_fft`).
     """
+
+    fft_training: bool = True  # False: the conv in training too (benchmarks/bench_codec_train.py compares)
 
     def __init__(self, n_fft: int, hop: int) -> None:
         super().__init__()
@@ -108,9 +133,27 @@ class CausalISTFT(StreamingContainer):
         overlap = (window**2).sum() / hop  # the constant sum of squared windows under overlap-add
         scale = weight * window / (n_fft * overlap)
         _freeze_kernel(self.conv.convtr.convtr, torch.cat([cos * scale, -sin * scale])[:, None, :])
+        self.synthesis: torch.Tensor  # window / overlap: what multiplies each inverse-FFT frame
+        self.register_buffer("synthesis", (window / overlap).float(), persistent=False)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        if self.fft_training and self.training and not self.is_streaming:
+            return self._fft(spec)
         return self.conv(spec)
+
+    def _fft(self, spec: torch.Tensor) -> torch.Tensor:
+        """The same overlap-add by inverse FFT and ``fold``, for training (see :meth:`CausalSTFT._fft`).
+
+        The kernel's doubled inner bins and ``1 / n_fft`` are ``irfft``'s own; the conv's sine rows are 0
+        at DC and Nyquist, where ``irfft`` ignores the imaginary part. The causal transposed conv trims
+        its last ``n_fft - hop`` samples, so the output is ``N * hop`` long.
+        """
+        bins, n = spec.shape[1] // 2, spec.shape[-1]
+        frames = torch.fft.irfft(torch.complex(spec[:, :bins], spec[:, bins:]), n=self.n_fft, dim=1)
+        frames = frames * self.synthesis.to(frames)[None, :, None]  # [B, n_fft, N]
+        length = (n - 1) * self.hop + self.n_fft
+        out = F.fold(frames, (1, length), kernel_size=(1, self.n_fft), stride=(1, self.hop))  # [B, 1, 1, L]
+        return out[:, :, 0, : n * self.hop]
 
 
 class LogMel(nn.Module):

@@ -1,0 +1,127 @@
+"""Codec training step time: the spectral codec's fixed STFT / inverse STFT by FFT vs as strided convs.
+
+In training mode (outside streaming) ``CausalSTFT`` and ``CausalISTFT`` compute their frames by FFT; at
+inference they keep the convs that also stream. This times full generator steps of a recipe (codec
+forward, the recipe's reconstruction, spectrum and commitment losses, backward, AdamW) with the FFT path
+on and off, in alternating blocks in one process, so that both see the same machine state. Random
+weights and noise input: step time does not depend on them. No distillation head (its teacher features
+are precomputed in training; the head is one 1x1 conv). Writes runs/bench/codec_train.json and .md.
+
+    python benchmarks/bench_codec_train.py [--experiment codec_cpu_deep] [--threads 2] [--rounds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from e2e_voice.codec import MimiCodec
+from e2e_voice.codec.stft_layers import CausalISTFT, CausalSTFT
+from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
+from train.codec_losses import ReconstructionLoss, SpectrumLoss
+
+
+def _set_fft(codec: MimiCodec, on: bool) -> None:
+    for m in codec.modules():
+        if isinstance(m, CausalSTFT | CausalISTFT):
+            m.fft_training = on
+
+
+def run(experiment: str, threads: int, rounds: int, steps_per_block: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train_codec", overrides=[f"+experiment={experiment}"])
+    codec: MimiCodec = instantiate(cfg.codec, _convert_="all")
+    if codec.arch.get("frontend") != "spectral":
+        raise SystemExit(f"{experiment} is not a spectral codec: it has no STFT layers to compare")
+    codec.set_num_codebooks(codec.total_codebooks)
+    codec.train()
+    w = cfg.loss.weights
+    rec = ReconstructionLoss(codec.sample_rate, tuple(cfg.loss.mel_n_ffts), tuple(cfg.loss.mel_n_mels))
+    decoder = codec.model.decoder
+    spectrum = SpectrumLoss(decoder.istft.n_fft, decoder.istft.hop)
+    opt = torch.optim.AdamW(codec.parameters(), lr=1e-4)
+    crop = round(float(cfg.data.crop_seconds) * codec.frame_rate) * codec.frame_size
+    batch = int(cfg.train.batch_size)
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> float:
+        x = 0.1 * torch.randn(batch, 1, crop, generator=gen)
+        t = time.perf_counter()
+        out = codec(x)
+        losses = rec(x, out.audio)
+        loss = w.rec_mel * losses["rec/mel"] + w.rec_l1 * losses["rec/l1"] + w.vq_commit * out.commitment
+        if out.spectrum is not None:
+            spec = spectrum(x, out.spectrum)
+            loss = loss + w.spec_amp * spec["spec/amp"] + w.spec_phase * spec["spec/phase"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t
+
+    for on in (True, False):  # warm-up both paths
+        _set_fft(codec, on)
+        for _ in range(3):
+            step()
+    times: dict[str, list[float]] = {"fft": [], "conv": []}
+    for r in range(rounds):
+        order = ("fft", "conv") if r % 2 == 0 else ("conv", "fft")
+        for name in order:
+            _set_fft(codec, name == "fft")
+            times[name] += [step() for _ in range(steps_per_block)]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "experiment": experiment,
+        "threads": threads,
+        "batch": batch,
+        "crop_samples": crop,
+        "steps_each": len(times["fft"]),
+        "step_s_median": med,
+        "step_s_mean": {k: statistics.fmean(v) for k, v in times.items()},
+        "speedup": med["conv"] / med["fft"],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="codec_cpu_deep")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6, help="alternating blocks of each path")
+    parser.add_argument("--steps", type=int, default=10, help="steps per block")
+    args = parser.parse_args()
+    result = run(args.experiment, args.threads, args.rounds, args.steps)
+    out = REPO_ROOT / "runs" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    Path(out / "codec_train.json").write_text(json.dumps(result, indent=2))
+    med, mean = result["step_s_median"], result["step_s_mean"]
+    md = [
+        f"# Codec training step: FFT vs conv STFT layers ({result['experiment']})",
+        "",
+        f"{result['machine']}; {result['threads']} threads; batch {result['batch']} x "
+        f"{result['crop_samples']} samples; {result['steps_each']} steps each, alternating blocks.",
+        "",
+        "| path | median step (s) | mean step (s) |",
+        "|---|---|---|",
+        f"| FFT (training default) | {med['fft']:.3f} | {mean['fft']:.3f} |",
+        f"| strided convs | {med['conv']:.3f} | {mean['conv']:.3f} |",
+        "",
+        f"Speed-up (median conv / median FFT): **{result['speedup']:.2f}x**",
+    ]
+    Path(out / "codec_train.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
