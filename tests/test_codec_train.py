@@ -318,6 +318,20 @@ def test_dec6_recipe_is_the_deep_recipe_with_a_deeper_decoder() -> None:
     assert dec6 == deep
 
 
+def test_enc6_recipe_moves_the_deep_recipes_layers_to_the_encoder() -> None:
+    """configs/experiment/codec_cpu_deep_enc6.yaml: 6 encoder + 2 decoder layers, nothing else."""
+    deep, enc6 = codec_recipe("codec_cpu_deep"), codec_recipe("codec_cpu_deep_enc6")
+    assert (
+        deep["codec"].pop("transformer_layers") == 4
+        and deep["codec"].pop("decoder_transformer_layers") is None
+    )
+    assert (
+        enc6["codec"].pop("transformer_layers") == 6 and enc6["codec"].pop("decoder_transformer_layers") == 2
+    )
+    deep.pop("run_name"), enc6.pop("run_name")
+    assert enc6 == deep
+
+
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
     clips = [torch.zeros(4000), torch.ones(4000), torch.full((4000,), 2.0)]
     sampler = CropSampler(clips, 1920, seed=0, weights=[6.0, 1.0, 1.0])
