@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 from e2e_voice.assets.registry import cache_dir
+from e2e_voice.audio.io import save_audio
 from e2e_voice.constants import SAMPLE_RATE
 from e2e_voice.data import content
 from e2e_voice.data.align import Timed, WhisperAligner, apply_offset, split_words, synthesize_concat, trim
@@ -436,6 +436,9 @@ class Speaker:
 
 _SPEAKER: list[Speaker] = []
 
+# What render() times, in order (seconds per stage; summed over conversations in the run's summary).
+RENDER_STAGES = ("tts", "align", "layout", "mix", "write")
+
 # Settings that change where or how fast a corpus is made, not what it contains.
 _RUN_ONLY = ("out_dir", "workers", "use_cache", "cache_root", "resume")
 
@@ -517,12 +520,8 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
     if peak > 0.99:  # keep both channels' relative level; never clip
         audio = audio * (0.99 / peak)
     rel = Path("audio") / f"{p.id}.{settings.audio_format}"
-    path = settings.out_dir / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
     t_write = time.perf_counter()
-    tmp = path.with_name(path.name + ".tmp")
-    sf.write(str(tmp), audio.T, SAMPLE_RATE, subtype="PCM_16", format=settings.audio_format.upper())
-    tmp.replace(path)
+    save_audio(settings.out_dir / rel, audio, SAMPLE_RATE)  # atomic; 16-bit, format from the suffix
     t_end = time.perf_counter()
     entry = DialogueEntry(
         id=p.id,
@@ -547,7 +546,7 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
     tmp.replace(sidecar)
     tts = speaker.timings["tts"] - before["tts"]
     align = speaker.timings["align"] - before["align"]
-    timings = {
+    timings = {  # the keys of RENDER_STAGES
         "tts": tts,
         "align": align,
         "layout": t_mix - t0 - tts - align,
@@ -601,7 +600,7 @@ def generate(settings: SynthSettings) -> SynthResult:
         return replace(p, answers=answers)
 
     results: dict[int, tuple[dict[str, Any], dict[str, float]]] = {}
-    idle = dict.fromkeys(("tts", "align", "layout", "mix", "write"), 0.0)
+    idle = dict.fromkeys(RENDER_STAGES, 0.0)
     if settings.resume:
         for p in plans:
             prior = resumable_entry(settings, p)
@@ -634,7 +633,7 @@ def generate(settings: SynthSettings) -> SynthResult:
                 index, entry, timings = fut.result()
                 results[index] = (entry, timings)
     bar.close()
-    for name in ("tts", "align", "layout", "mix", "write"):
+    for name in RENDER_STAGES:
         stage[name] = sum(r[1][name] for r in results.values())
     entries = [results[i][0] for i in range(len(plans))]
     manifests = {}
