@@ -1,11 +1,12 @@
 """Codec training step time: the spectral codec's fixed STFT / inverse STFT by FFT vs as strided convs.
 
 In training mode (outside streaming) ``CausalSTFT`` and ``CausalISTFT`` compute their frames by FFT; at
-inference they keep the convs that also stream. This times full generator steps of a recipe (codec
-forward, the recipe's reconstruction, spectrum and commitment losses, backward, AdamW) with the FFT path
-on and off, in alternating blocks in one process, so that both see the same machine state. Random
-weights and noise input: step time does not depend on them. No distillation head (its teacher features
-are precomputed in training; the head is one 1x1 conv). Writes runs/bench/codec_train.json and .md.
+inference they keep the convs that also stream. This times the trainer's own steps
+(``CodecTrainer.train_step``: a batch of crops, codec forward, the recipe's losses, backward, clipping,
+AdamW) with the FFT path on and off, in alternating blocks in one process, so that both see the same
+machine state. Random initial weights; crops from the repository's fixture dialogues (step time does
+not depend on either). Distillation is off: its teacher features are precomputed in training and its
+head is one 1x1 conv. Writes runs/bench/codec_train.json and .md.
 
     python benchmarks/bench_codec_train.py [--experiment codec_cpu_deep] [--threads 2] [--rounds 6]
 """
@@ -17,75 +18,64 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
-from e2e_voice.codec import MimiCodec
 from e2e_voice.codec.stft_layers import CausalISTFT, CausalSTFT
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
-from train.codec_losses import ReconstructionLoss, SpectrumLoss
+from train.codec import CodecTrainer
+
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "dialogues" / "manifest.jsonl"
 
 
-def _set_fft(codec: MimiCodec, on: bool) -> None:
-    for m in codec.modules():
+def _set_fft(trainer: CodecTrainer, on: bool) -> None:
+    for m in trainer.unwrapped.modules():
         if isinstance(m, CausalSTFT | CausalISTFT):
             m.fft_training = on
 
 
 def run(experiment: str, threads: int, rounds: int, steps_per_block: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
+    overrides = [
+        f"+experiment={experiment}",
+        f"threads={threads}",
+        "data.files=[]",
+        f"data.manifest={FIXTURE}",
+        "loss.weights.distill_cos=0",
+        "train.wandb.mode=disabled",
+    ]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train_codec", overrides=[f"+experiment={experiment}"])
-    codec: MimiCodec = instantiate(cfg.codec, _convert_="all")
-    if codec.arch.get("frontend") != "spectral":
+        cfg = compose("train_codec", overrides=overrides)
+    if cfg.codec.get("frontend") != "spectral":
         raise SystemExit(f"{experiment} is not a spectral codec: it has no STFT layers to compare")
-    codec.set_num_codebooks(codec.total_codebooks)
-    codec.train()
-    w = cfg.loss.weights
-    rec = ReconstructionLoss(codec.sample_rate, tuple(cfg.loss.mel_n_ffts), tuple(cfg.loss.mel_n_mels))
-    decoder = codec.model.decoder
-    spectrum = SpectrumLoss(decoder.istft.n_fft, decoder.istft.hop)
-    opt = torch.optim.AdamW(codec.parameters(), lr=1e-4)
-    crop = round(float(cfg.data.crop_seconds) * codec.frame_rate) * codec.frame_size
-    batch = int(cfg.train.batch_size)
-    gen = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = CodecTrainer(cfg, Path(run_dir))
 
-    def step() -> float:
-        x = 0.1 * torch.randn(batch, 1, crop, generator=gen)
-        t = time.perf_counter()
-        out = codec(x)
-        losses = rec(x, out.audio)
-        loss = w.rec_mel * losses["rec/mel"] + w.rec_l1 * losses["rec/l1"] + w.vq_commit * out.commitment
-        if out.spectrum is not None:
-            spec = spectrum(x, out.spectrum)
-            loss = loss + w.spec_amp * spec["spec/amp"] + w.spec_phase * spec["spec/phase"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - t
+        def step() -> float:
+            t = time.perf_counter()
+            trainer.train_step()
+            return time.perf_counter() - t
 
-    for on in (True, False):  # warm-up both paths
-        _set_fft(codec, on)
-        for _ in range(3):
-            step()
-    times: dict[str, list[float]] = {"fft": [], "conv": []}
-    for r in range(rounds):
-        order = ("fft", "conv") if r % 2 == 0 else ("conv", "fft")
-        for name in order:
-            _set_fft(codec, name == "fft")
-            times[name] += [step() for _ in range(steps_per_block)]
+        for on in (True, False):  # warm-up both paths
+            _set_fft(trainer, on)
+            for _ in range(3):
+                step()
+        times: dict[str, list[float]] = {"fft": [], "conv": []}
+        for r in range(rounds):
+            order = ("fft", "conv") if r % 2 == 0 else ("conv", "fft")
+            for name in order:
+                _set_fft(trainer, name == "fft")
+                times[name] += [step() for _ in range(steps_per_block)]
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "experiment": experiment,
         "threads": threads,
-        "batch": batch,
-        "crop_samples": crop,
+        "batch": int(cfg.train.batch_size),
+        "crop_seconds": float(cfg.data.crop_seconds),
         "steps_each": len(times["fft"]),
         "step_s_median": med,
         "step_s_mean": {k: statistics.fmean(v) for k, v in times.items()},
@@ -110,7 +100,7 @@ def main() -> None:
         f"# Codec training step: FFT vs conv STFT layers ({result['experiment']})",
         "",
         f"{result['machine']}; {result['threads']} threads; batch {result['batch']} x "
-        f"{result['crop_samples']} samples; {result['steps_each']} steps each, alternating blocks.",
+        f"{result['crop_seconds']} s crops; {result['steps_each']} steps each, alternating blocks.",
         "",
         "| path | median step (s) | mean step (s) |",
         "|---|---|---|",
