@@ -56,6 +56,18 @@ def _codec(kwargs: dict[str, Any], seed: int = 0) -> MimiCodec:
     return codec
 
 
+def _stream(codec: MimiCodec, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` ``[B, 1, n * frame_size]`` through ``codec.step`` one frame at a time: (codes, audio)."""
+    fs = codec.frame_size
+    step_codes, step_audio = [], []
+    with codec.streaming(x.shape[0]):
+        for i in range(x.shape[-1] // fs):
+            c, a = codec.step(x[..., i * fs : (i + 1) * fs])
+            step_codes.append(c)
+            step_audio.append(a)
+    return torch.cat(step_codes, -1), torch.cat(step_audio, -1)
+
+
 @pytest.fixture(scope="module")
 def speech() -> torch.Tensor:
     audio = espeak_speech("Streaming codes should match.", SAMPLE_RATE)
@@ -73,14 +85,9 @@ def test_streaming_equals_whole_clip(kwargs: dict[str, Any], speech: torch.Tenso
     audio = codec.decode(codes)
     assert tuple(codes.shape) == (2, kwargs["num_codebooks"], n)
     assert codes.unique().numel() > 1, "random codebooks should give varied codes"
-    step_codes, step_audio = [], []
-    with codec.streaming(2):
-        for i in range(n):
-            c, a = codec.step(x[..., i * codec.frame_size : (i + 1) * codec.frame_size])
-            step_codes.append(c)
-            step_audio.append(a)
-    assert torch.equal(torch.cat(step_codes, -1), codes)
-    torch.testing.assert_close(torch.cat(step_audio, -1), audio, atol=1e-5, rtol=1e-4)
+    step_codes, step_audio = _stream(codec, x)
+    assert torch.equal(step_codes, codes)
+    torch.testing.assert_close(step_audio, audio, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs", FAST_VARIANTS)
@@ -95,19 +102,15 @@ def test_streaming_equals_whole_clip_past_the_window(kwargs: dict[str, Any], spe
     whole = codec.model._encode_to_unquantized_latent(x)  # [1, D, n]
     codes = codec.encode(x)
     audio = codec.decode(codes)
-    latents, step_codes, step_audio = [], [], []
+    latents = []
     with codec.streaming(1):
         for i in range(n):
             frame = x[..., i * codec.frame_size : (i + 1) * codec.frame_size]
             latents.append(codec.model._encode_to_unquantized_latent(frame))
-    with codec.streaming(1):
-        for i in range(n):
-            c, a = codec.step(x[..., i * codec.frame_size : (i + 1) * codec.frame_size])
-            step_codes.append(c)
-            step_audio.append(a)
+    step_codes, step_audio = _stream(codec, x)
     torch.testing.assert_close(torch.cat(latents, -1), whole, atol=1e-5, rtol=1e-4)
-    assert torch.equal(torch.cat(step_codes, -1), codes)
-    torch.testing.assert_close(torch.cat(step_audio, -1), audio, atol=1e-5, rtol=1e-4)
+    assert torch.equal(step_codes, codes)
+    torch.testing.assert_close(step_audio, audio, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs", FAST_VARIANTS)
