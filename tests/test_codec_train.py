@@ -332,6 +332,15 @@ def test_enc6_recipe_moves_the_deep_recipes_layers_to_the_encoder() -> None:
     assert enc6 == deep
 
 
+def test_phase01_recipe_lowers_the_phase_loss_alone() -> None:
+    """configs/experiment/codec_cpu_deep_phase01.yaml: the deep recipe with spec_phase 0.1, nothing else."""
+    deep, phase01 = codec_recipe("codec_cpu_deep"), codec_recipe("codec_cpu_deep_phase01")
+    assert deep["loss"]["weights"].pop("spec_phase") == 1.0
+    assert phase01["loss"]["weights"].pop("spec_phase") == 0.1
+    deep.pop("run_name"), phase01.pop("run_name")
+    assert phase01 == deep
+
+
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
     clips = [torch.zeros(4000), torch.ones(4000), torch.full((4000,), 2.0)]
     sampler = CropSampler(clips, 1920, seed=0, weights=[6.0, 1.0, 1.0])
