@@ -11,6 +11,8 @@ the decoder's network are the codec's own. Every variant is evaluated by :func:`
 Variants (``KIND`` or ``KIND:VALUE``):
 
 - ``own``: the codec as it is (the baseline).
+- ``original-phase``: the decoded magnitudes with the original clip's phase (of the same STFT frames).
+- ``original-magnitude``: the original clip's magnitudes with the decoder's phase.
 - ``random``: the decoded magnitudes with uniformly random phase (a control).
 - ``griffin-lim:N``: N Griffin-Lim iterations started from the decoder's phase. Not causal, so not a
   streaming codec; it bounds what any phase found from these magnitudes can do.
@@ -48,6 +50,8 @@ from eval.codec import Clip, evaluate_clips, load_eval_codec, set_clips
 from eval.codec_rank import MemoJudge, rank, to_markdown
 
 KINDS = {
+    "original-phase": False,
+    "original-magnitude": False,
     "own": False,
     "random": False,
     "griffin-lim": True,
@@ -57,6 +61,7 @@ KINDS = {
     "time": True,
 }
 PHASE_KINDS = ("random", "griffin-lim", "rtisi")
+ORIGINAL_KINDS = ("original-phase", "original-magnitude")
 
 
 @dataclass(frozen=True)
@@ -162,13 +167,29 @@ def _time_contrast(log_mag: torch.Tensor, amount: float, a: float = 0.5) -> torc
     return log_mag + amount * (log_mag - mean)
 
 
+def original_spectrum(audio: torch.Tensor, n_fft: int, hop: int, frames: int) -> torch.Tensor:
+    """The STFT of ``audio`` ``[B, 1, T]`` over the decoder's frames (frame ``j`` at samples
+    ``[j * hop, j * hop + n_fft)``, zeros past the end) -> ``[B, F, frames]`` complex."""
+    x = audio[:, 0].double()
+    x = F.pad(x, (0, max(frames * hop + n_fft - hop - x.shape[-1], 0)))
+    window = torch.hann_window(n_fft, dtype=x.dtype)
+    return torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)[..., :frames]
+
+
 def probe_decode(
-    decoder: SpectralDecoder, hidden: torch.Tensor, variant: Variant, seed: int = 0
+    decoder: SpectralDecoder,
+    hidden: torch.Tensor,
+    variant: Variant,
+    original: torch.Tensor | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """The decoder's audio ``[B, 1, T]`` from ``hidden`` ``[B, D, T']``, decoded as ``variant`` says.
 
+    ``original`` is the clip that was encoded, ``[B, 1, T]`` (the ``original-*`` variants need it).
+
     Raises:
-        ValueError: ``envelope`` or ``detail`` on a decoder without an envelope head.
+        ValueError: ``envelope`` or ``detail`` on a decoder without an envelope head, or an ``original-*``
+            variant without the original.
     """
     x = decoder.net(hidden)
     if variant.kind in ("envelope", "detail"):
@@ -190,6 +211,16 @@ def probe_decode(
     if variant.kind == "time":
         assert variant.value is not None
         spec = torch.cat([_time_contrast(spec[:, :bins], variant.value), spec[:, bins:]], dim=1)
+    if variant.kind in ORIGINAL_KINDS:
+        if original is None:
+            raise ValueError(f"probe variant {variant.name} needs the encoded clip (decode inside probing())")
+        target = original_spectrum(original, decoder.istft.n_fft, decoder.istft.hop, spec.shape[-1])
+        if variant.kind == "original-phase":
+            phase = torch.angle(target).to(spec)
+            spec = torch.cat([spec[:, :bins], phase], dim=1)
+        else:
+            log_mag = torch.log(target.abs().clamp(min=1e-5)).to(spec)
+            spec = torch.cat([log_mag, spec[:, bins:]], dim=1)
     if variant.kind not in PHASE_KINDS:
         return decoder.istft(decoder.polar(spec))
     ola = Overlap(decoder.istft.n_fft, decoder.istft.hop)
@@ -211,26 +242,34 @@ def probe_decode(
 
 @contextmanager
 def probing(codec: MimiCodec, variant: Variant) -> Iterator[None]:
-    """Within the block, ``codec`` decodes as ``variant`` says (whole clips; not for streaming).
+    """Within the block, ``codec`` decodes as ``variant`` says (whole clips, one encode then its decode;
+    not for streaming). The ``original-*`` variants use the clip last encoded.
 
     Raises:
         ValueError: the codec has no spectral decoder.
     """
-    decoder = codec.model.decoder
+    model, decoder = codec.model, codec.model.decoder
     if not isinstance(decoder, SpectralDecoder):
         raise ValueError(
             "eval.codec_probe needs a spectral codec (frontend: spectral); this one decodes samples"
         )
-    original = decoder.decode
+    encoded: list[torch.Tensor] = []
+    model_encode = model.encode
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        encoded[:] = [x]
+        return model_encode(x)
 
     def decode(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return probe_decode(decoder, hidden, variant), decoder.spectrum(hidden)
+        original = encoded[0] if encoded else None
+        return probe_decode(decoder, hidden, variant, original), decoder.spectrum(hidden)
 
+    model.encode = encode  # type: ignore[method-assign]
     decoder.decode = decode  # type: ignore[method-assign]
     try:
         yield
     finally:
-        decoder.decode = original  # type: ignore[method-assign]
+        del model.encode, decoder.decode  # the instance attributes: the class's methods show again
 
 
 def run_probe(

@@ -106,13 +106,30 @@ def test_probing_hooks_only_the_decoder_and_identities_hold(speech: np.ndarray) 
         with probing(codec, parse_variant(neutral)):
             torch.testing.assert_close(codec.decode(codes), own, atol=1e-6, rtol=1e-5)
     decoded = {}
-    for variant in ("random", "griffin-lim:2", "rtisi:1", "detail:2", "envelope:1", "time:1"):
+    variants = ("random", "griffin-lim:2", "rtisi:1", "detail:2", "envelope:1", "time:1")
+    for variant in (*variants, "original-phase", "original-magnitude"):
         with probing(codec, parse_variant(variant)):
-            decoded[variant] = codec.decode(codes)
             assert torch.equal(codec.encode(x), codes)  # the encoder is untouched
+            decoded[variant] = codec.decode(codes)
         assert decoded[variant].shape == own.shape
         assert not torch.allclose(decoded[variant], own, atol=1e-4), variant
     torch.testing.assert_close(codec.decode(codes), own, atol=0, rtol=0)  # the hook is gone
+
+
+def test_original_spectrum_is_what_the_decoder_frames_hold(speech: np.ndarray) -> None:
+    """The original's magnitudes and phases through the decoder's own inverse STFT give the clip back
+    (from sample n_fft - hop on, where four frames overlap), so the ``original-*`` variants are aligned."""
+    decoder = _spectral_codec().model.decoder
+    n_fft, hop = decoder.istft.n_fft, decoder.istft.hop
+    x = torch.from_numpy(speech[: 40 * hop])[None, None]
+    spec = codec_probe.original_spectrum(x, n_fft, hop, 40)
+    polar = torch.cat([torch.log(spec.abs().clamp(min=1e-5)), torch.angle(spec)], dim=1).float()
+    with torch.no_grad():
+        rebuilt = decoder.istft(decoder.polar(polar))
+    torch.testing.assert_close(rebuilt[..., n_fft - hop :], x[..., n_fft - hop :], atol=1e-4, rtol=0)
+    hidden = torch.zeros(1, 128, 10)
+    with pytest.raises(ValueError, match="needs the encoded clip"):
+        codec_probe.probe_decode(decoder, hidden, Variant("original-phase"))
 
 
 def test_probing_needs_a_spectral_codec_with_an_envelope() -> None:
