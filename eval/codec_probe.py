@@ -1,4 +1,4 @@
-"""Probe a spectral codec: decode with its phase replaced or its magnitudes sharpened, rank the results.
+"""Probe a spectral codec: decode with its phase or magnitudes replaced, or sharpened; rank the results.
 
     python -m eval.codec_probe --checkpoint checkpoints/codec_cpu/codec.safetensors \\
         --set data/generated/codec_eval --variants own griffin-lim:32 rtisi:3 random --out runs/codec_probe
@@ -15,7 +15,7 @@ Variants (``KIND`` or ``KIND:VALUE``):
 - ``original-magnitude``: the original clip's magnitudes with the decoder's phase.
 - ``random``: the decoded magnitudes with uniformly random phase (a control).
 - ``griffin-lim:N``: N Griffin-Lim iterations started from the decoder's phase. Not causal, so not a
-  streaming codec; it bounds what any phase found from these magnitudes can do.
+  streaming codec; a strong reference for what a phase found from these magnitudes alone can do.
 - ``rtisi:N``: real-time iterative spectrogram inversion (Zhu, Beauregard and Wyse 2007) without look-ahead:
   each frame's phase is found from the overlap of the frames before it, with N iterations per frame.
   Causal: it could replace the decoder's phase in streaming.
