@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from e2e_voice.codec import MimiCodec
-from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE, SpectralDecoder
+from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE, SpectralDecoder, frame_spectrum
 from eval.codec import Clip, evaluate_clips, load_eval_codec, set_clips
 from eval.codec_rank import MemoJudge, rank, to_markdown
 
@@ -160,20 +160,11 @@ def _time_contrast(log_mag: torch.Tensor, amount: float, a: float = 0.5) -> torc
     """``[B, F, N]`` -> ``log_mag + amount * (log_mag - mean)``, with the causal running mean
     ``mean_j = a * x_j + (1 - a) * mean_{j-1}`` (``mean_{-1} = 0``)."""
     mean = torch.empty_like(log_mag)
-    running = log_mag[..., 0]
+    running = torch.zeros_like(log_mag[..., 0])
     for j in range(log_mag.shape[-1]):
-        running = a * log_mag[..., j] + (1 - a) * running if j else a * log_mag[..., 0]
+        running = a * log_mag[..., j] + (1 - a) * running
         mean[..., j] = running
     return log_mag + amount * (log_mag - mean)
-
-
-def original_spectrum(audio: torch.Tensor, n_fft: int, hop: int, frames: int) -> torch.Tensor:
-    """The STFT of ``audio`` ``[B, 1, T]`` over the decoder's frames (frame ``j`` at samples
-    ``[j * hop, j * hop + n_fft)``, zeros past the end) -> ``[B, F, frames]`` complex."""
-    x = audio[:, 0].double()
-    x = F.pad(x, (0, max(frames * hop + n_fft - hop - x.shape[-1], 0)))
-    window = torch.hann_window(n_fft, dtype=x.dtype)
-    return torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)[..., :frames]
 
 
 def probe_decode(
@@ -182,24 +173,25 @@ def probe_decode(
     variant: Variant,
     original: torch.Tensor | None = None,
     seed: int = 0,
-) -> torch.Tensor:
-    """The decoder's audio ``[B, 1, T]`` from ``hidden`` ``[B, D, T']``, decoded as ``variant`` says.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`SpectralDecoder.decode` as ``variant`` says: ``hidden`` ``[B, D, T']`` -> (audio ``[B, 1, T]``,
+    the spectrum it was made from, log-magnitudes then phases).
 
-    ``original`` is the clip that was encoded, ``[B, 1, T]`` (the ``original-*`` variants need it).
+    ``original`` is the clip that was encoded, ``[B, 1, T]`` (the ``original-*`` variants need it). For
+    ``random``, ``griffin-lim`` and ``rtisi`` the returned spectrum keeps the decoder's phase.
 
     Raises:
         ValueError: ``envelope`` or ``detail`` on a decoder without an envelope head, or an ``original-*``
             variant without the original.
     """
+    n_fft, hop = decoder.istft.n_fft, decoder.istft.hop
     x = decoder.net(hidden)
     if variant.kind in ("envelope", "detail"):
         if decoder.envelope is None:
             raise ValueError(
                 f"probe variant {variant.name} needs a decoder with an envelope head (envelope_bands > 0)"
             )
-        bands = decoder.envelope.n_bands
-        bins = decoder.envelope.expand.shape[0]
-        env, detail, phase = x[:, :bands], x[:, bands : bands + bins], x[:, bands + bins :]
+        env, detail, phase = decoder.envelope.split(x)
         assert variant.value is not None
         if variant.kind == "envelope":
             env = _band_contrast(env, variant.value)
@@ -214,16 +206,16 @@ def probe_decode(
     if variant.kind in ORIGINAL_KINDS:
         if original is None:
             raise ValueError(f"probe variant {variant.name} needs the encoded clip (decode inside probing())")
-        target = original_spectrum(original, decoder.istft.n_fft, decoder.istft.hop, spec.shape[-1])
+        frames = spec.shape[-1]
+        clip = F.pad(original.double(), (0, max(frames * hop - original.shape[-1], 0)))
+        target = frame_spectrum(clip, n_fft, hop)[..., :frames]
         if variant.kind == "original-phase":
-            phase = torch.angle(target).to(spec)
-            spec = torch.cat([spec[:, :bins], phase], dim=1)
+            spec = torch.cat([spec[:, :bins], torch.angle(target).to(spec)], dim=1)
         else:
-            log_mag = torch.log(target.abs().clamp(min=1e-5)).to(spec)
-            spec = torch.cat([log_mag, spec[:, bins:]], dim=1)
+            spec = torch.cat([torch.log(target.abs().clamp(min=1e-5)).to(spec), spec[:, bins:]], dim=1)
     if variant.kind not in PHASE_KINDS:
-        return decoder.istft(decoder.polar(spec))
-    ola = Overlap(decoder.istft.n_fft, decoder.istft.hop)
+        return decoder.istft(decoder.polar(spec)), spec
+    ola = Overlap(n_fft, hop)
     mags = torch.exp(spec[:, :bins].clamp(max=MAX_LOG_MAGNITUDE)).double().cpu().numpy()
     phases = spec[:, bins:].double().cpu().numpy()
     rng = np.random.default_rng(seed)
@@ -236,8 +228,8 @@ def probe_decode(
             audio = griffin_lim(ola, mag, phase, int(variant.value or 0))
         else:
             audio = rtisi(ola, mag, int(variant.value or 0))
-        out.append(audio[: len(mag) * ola.hop])  # the causal overlap-add's length, as CausalISTFT
-    return torch.from_numpy(np.stack(out)).to(hidden.dtype)[:, None]
+        out.append(audio[: len(mag) * hop])  # the causal overlap-add's length, as CausalISTFT
+    return torch.from_numpy(np.stack(out)).to(hidden.dtype)[:, None], spec
 
 
 @contextmanager
@@ -261,8 +253,7 @@ def probing(codec: MimiCodec, variant: Variant) -> Iterator[None]:
         return model_encode(x)
 
     def decode(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        original = encoded[0] if encoded else None
-        return probe_decode(decoder, hidden, variant, original), decoder.spectrum(hidden)
+        return probe_decode(decoder, hidden, variant, encoded[0] if encoded else None)
 
     model.encode = encode  # type: ignore[method-assign]
     decoder.decode = decode  # type: ignore[method-assign]

@@ -38,6 +38,19 @@ def make_wheel(directory: Path, name: str, version: str, files: dict[str, bytes]
     return wheel
 
 
+# A tiny codec for fast tests (``build_codec`` keywords), and the settings that make it spectral.
+TINY: dict[str, Any] = {
+    "n_filters": 16,
+    "transformer_layers": 1,
+    "quantizer_levels": 4,
+    "codebook_size": 256,
+    "dimension": 128,
+    "transformer_ff": 512,
+    "quantizer_dimension": 64,
+}
+SPECTRAL: dict[str, Any] = {"frontend": "spectral", "ratios": (2, 2), "n_mels": 40, "envelope_bands": 32}
+
+
 def espeak_speech(text: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mono float32 speech of ``text`` from espeak-ng, at ``sample_rate``."""
     audio, sr = espeak.synthesize(text)

@@ -16,18 +16,8 @@ from safetensors.torch import save_file
 
 from e2e_voice.codec import MimiCodec, build_codec, load_codec, mimi_config, randomize_codebooks, save_codec
 from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
-from tests.helpers import espeak_speech
+from tests.helpers import SPECTRAL, TINY, espeak_speech
 
-TINY: dict[str, Any] = {
-    "n_filters": 16,
-    "transformer_layers": 1,
-    "quantizer_levels": 4,
-    "codebook_size": 256,
-    "dimension": 128,
-    "transformer_ff": 512,
-    "quantizer_dimension": 64,
-}
-SPECTRAL: dict[str, Any] = {"frontend": "spectral", "ratios": (2, 2), "n_mels": 40, "envelope_bands": 32}
 FAST_VARIANTS = [
     pytest.param({**TINY, "num_codebooks": 4}, id="tiny"),
     pytest.param({**TINY, "num_codebooks": 4, "frame_rate": 25.0}, id="tiny-25hz"),

@@ -10,6 +10,7 @@ from e2e_voice.codec.stft_layers import (
     EnvelopeExpansion,
     LogMel,
     PolarToComplex,
+    frame_spectrum,
     mel_interpolation,
 )
 
@@ -104,6 +105,22 @@ def test_envelope_expansion() -> None:
     log_mag = expand(x)[0, :bins, 0]
     assert log_mag[0] == 0.0 and abs(float(log_mag[-1]) - 1.0) < 1e-6
     assert bool((log_mag[10:].diff() >= -1e-6).all())
+    env, detail, phase = expand.split(x)  # the channel layout forward() reads
+    assert torch.equal(env, x[:, :80]) and torch.equal(detail, x[:, 80 : 80 + bins])
+    assert torch.equal(phase, x[:, 80 + bins :])
+
+
+@torch.no_grad()
+def test_frame_spectrum_is_what_the_inverse_stft_frames_hold() -> None:
+    """A clip's frame spectrum, as log-magnitudes and phases, through the decoder's polar map and inverse
+    STFT gives the clip back from sample n_fft - hop on (where four frames overlap), unshifted: it is the
+    target of a spectral decoder's frames (``SpectrumLoss``, ``eval.codec_probe``)."""
+    x = torch.randn(1, 1, 40 * HOP)
+    spec = frame_spectrum(x, N_FFT, HOP)
+    assert spec.shape == (1, N_FFT // 2 + 1, 40)
+    polar = torch.cat([torch.log(spec.abs().clamp(min=1e-5)), torch.angle(spec)], dim=1)
+    rebuilt = CausalISTFT(N_FFT, HOP)(PolarToComplex()(polar))
+    torch.testing.assert_close(rebuilt[..., N_FFT - HOP :], x[..., N_FFT - HOP :], atol=1e-4, rtol=0)
 
 
 def test_training_fft_path_equals_the_conv() -> None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from e2e_voice.codec.spectral import log_mel, multiscale_mel_distance
-from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE
+from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE, frame_spectrum
 
 # A discriminator output: per scale, (logits, feature maps of every layer).
 DiscOutput = list[tuple[torch.Tensor, list[torch.Tensor]]]
@@ -223,15 +223,10 @@ class SpectrumLoss(nn.Module):
     def __init__(self, n_fft: int, hop: int) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
-        self.window: torch.Tensor
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, reference: torch.Tensor, spectrum: torch.Tensor) -> dict[str, torch.Tensor]:
         """``reference`` [B, 1, T] audio, ``spectrum`` [B, 2F, T / hop] log-magnitudes then phases."""
-        x = F.pad(reference[:, 0], (0, self.n_fft - self.hop))
-        target = torch.stft(
-            x, self.n_fft, self.hop, window=self.window.to(x), center=False, return_complex=True
-        )  # [B, F, N]
+        target = frame_spectrum(reference, self.n_fft, self.hop)  # [B, F, N]
         n = min(target.shape[-1], spectrum.shape[-1])
         target = target[..., :n]
         bins = spectrum.shape[1] // 2

@@ -235,11 +235,27 @@ class EnvelopeExpansion(nn.Module):
         self.expand: torch.Tensor
         self.register_buffer("expand", mel_interpolation(n_fft, n_bands), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, E + 2F, N]`` -> (envelope ``[B, E, N]``, detail ``[B, F, N]``, phases ``[B, F, N]``)."""
         bins = self.expand.shape[0]
-        env, detail, phase = x[:, : self.n_bands], x[:, self.n_bands : self.n_bands + bins], x[:, -bins:]
+        return x[:, : self.n_bands], x[:, self.n_bands : self.n_bands + bins], x[:, -bins:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        env, detail, phase = self.split(x)
         log_mag = torch.einsum("fe,ben->bfn", self.expand.to(env), env) + detail
         return torch.cat([log_mag, phase], dim=1)
+
+
+def frame_spectrum(audio: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """The STFT of ``audio`` ``[B, 1, T]`` over a :class:`CausalISTFT`'s frames: ``[B, F, T / hop]`` complex.
+
+    The inverse STFT adds frame ``j`` at samples ``[j * hop, j * hop + n_fft)``, so this is what a
+    spectral decoder's frame ``j`` should hold: the periodic-Hann-windowed DFT of those samples (zeros past
+    the end).
+    """
+    x = F.pad(audio[:, 0], (0, n_fft - hop))
+    window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
+    return torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True)
 
 
 class SpectralDecoder(StreamingContainer):
