@@ -6,7 +6,8 @@
 Each variant changes only how the spectral decoder turns its output into audio; the encoder, the codes and
 the decoder's network are the codec's own. Every variant is evaluated by :func:`eval.codec.evaluate_clips`
 (``OUT/VARIANT/codec_metrics.json``) and ranked against ``own`` with paired intervals
-(:func:`eval.codec_rank.rank`, ``OUT/rank.md`` and ``rank.json``). ``--groups`` keeps some groups of the set.
+(:func:`eval.codec_rank.rank`, ``OUT/rank.md``, ``rank.json`` and the plot ``rank.png``). ``--groups``
+keeps some groups of the set.
 
 Variants (``KIND`` or ``KIND:VALUE``):
 
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from e2e_voice.codec import MimiCodec
 from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE, SpectralDecoder, frame_spectrum
 from eval.codec import Clip, evaluate_clips, load_eval_codec, set_clips
-from eval.codec_rank import MemoJudge, rank, to_markdown
+from eval.codec_rank import MemoJudge, plot, rank, to_markdown
 
 KINDS = {
     "original-phase": False,
@@ -267,7 +268,7 @@ def run_probe(
     codec: MimiCodec, clips: list[Clip], variants: list[Variant], out: Path, judge: Any, plots: int = 1
 ) -> dict[str, Any]:
     """Evaluate every variant on ``clips`` (``OUT/NAME/``, ``plots`` spectrograms each) and rank them
-    against ``own``; writes ``rank.md`` and ``rank.json`` to ``out`` and returns the ranking."""
+    against ``own``; writes ``rank.md``, ``rank.json`` and ``rank.png`` to ``out`` and returns the ranking."""
     if Variant("own") not in variants:
         variants = [Variant("own"), *variants]
     results = {}
@@ -281,6 +282,7 @@ def run_probe(
     out.mkdir(parents=True, exist_ok=True)
     (out / "rank.json").write_text(json.dumps(ranking, indent=2))
     (out / "rank.md").write_text(to_markdown(ranking, f"probe variants ({len(clips)} clips)"))
+    plot(ranking, out / "rank.png")
     return ranking
 
 
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     print(to_markdown(ranking, f"probe variants ({len(clips)} clips)"))
-    print(f"wrote {args.out}/rank.md and rank.json")
+    print(f"wrote {args.out}/rank.md, rank.json and rank.png")
     return 0
 
 

@@ -142,3 +142,4 @@ def test_run_probe_ranks_variants_against_own(tmp_path: Path, speech: np.ndarray
     assert (tmp_path / "own" / "codec_metrics.json").is_file()
     assert (tmp_path / "rtisi_1" / "codec_metrics.json").is_file()
     assert "rtisi:1" in (tmp_path / "rank.md").read_text()
+    assert (tmp_path / "rank.png").stat().st_size > 0
