@@ -332,13 +332,14 @@ def test_enc6_recipe_moves_the_deep_recipes_layers_to_the_encoder() -> None:
     assert enc6 == deep
 
 
-def test_phase01_recipe_lowers_the_phase_loss_alone() -> None:
-    """configs/experiment/codec_cpu_deep_phase01.yaml: the deep recipe with spec_phase 0.1, nothing else."""
-    deep, phase01 = codec_recipe("codec_cpu_deep"), codec_recipe("codec_cpu_deep_phase01")
+@pytest.mark.parametrize("recipe, weight", [("codec_cpu_deep_phase01", 0.1), ("codec_cpu_deep_phase3", 3.0)])
+def test_phase_recipes_change_the_phase_loss_alone(recipe: str, weight: float) -> None:
+    """configs/experiment/codec_cpu_deep_phase{01,3}.yaml: the deep recipe with another spec_phase alone."""
+    deep, phase = codec_recipe("codec_cpu_deep"), codec_recipe(recipe)
     assert deep["loss"]["weights"].pop("spec_phase") == 1.0
-    assert phase01["loss"]["weights"].pop("spec_phase") == 0.1
-    deep.pop("run_name"), phase01.pop("run_name")
-    assert phase01 == deep
+    assert phase["loss"]["weights"].pop("spec_phase") == weight
+    deep.pop("run_name"), phase.pop("run_name")
+    assert phase == deep
 
 
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
