@@ -342,6 +342,14 @@ def test_phase_recipes_change_the_phase_loss_alone(recipe: str, weight: float) -
     assert phase == deep
 
 
+def test_qd0_recipe_turns_quantizer_dropout_off_alone() -> None:
+    """configs/experiment/codec_cpu_deep_qd0.yaml: the deep recipe without quantizer dropout, nothing else."""
+    deep, qd0 = codec_recipe("codec_cpu_deep"), codec_recipe("codec_cpu_deep_qd0")
+    assert deep.pop("quantizer_dropout") == 0.25 and qd0.pop("quantizer_dropout") == 0.0
+    deep.pop("run_name"), qd0.pop("run_name")
+    assert qd0 == deep
+
+
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
     clips = [torch.zeros(4000), torch.ones(4000), torch.full((4000,), 2.0)]
     sampler = CropSampler(clips, 1920, seed=0, weights=[6.0, 1.0, 1.0])
