@@ -85,3 +85,22 @@ def logging_codec(events: list[str]) -> Any:
 
     codec.encode = logged_encode  # type: ignore[method-assign]
     return codec
+
+
+def recipe_changes(base: str, other: str) -> dict[str, tuple[Any, Any]]:
+    """What recipe ``other`` changes in recipe ``base`` (both composed by :func:`codec_recipe`): every leaf
+    that differs, by dotted key, as ``{key: (base value, other value)}``; a key one side lacks reads
+    ``"<absent>"`` there."""
+
+    def leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, sub in tree.items() for k, v in leaves(sub, f"{prefix}{key}.").items()}
+
+    a = {k.rstrip("."): v for k, v in leaves(codec_recipe(base)).items()}
+    b = {k.rstrip("."): v for k, v in leaves(codec_recipe(other)).items()}
+    return {
+        k: (a.get(k, "<absent>"), b.get(k, "<absent>"))
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, "<absent>") != b.get(k, "<absent>")
+    }

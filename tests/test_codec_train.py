@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from e2e_voice.audio.io import save_audio
 from e2e_voice.codec import load_codec
 from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
-from tests.helpers import codec_recipe, espeak_speech
+from tests.helpers import codec_recipe, espeak_speech, recipe_changes
 from train.codec import CodecTrainer
 from train.codec_data import CropSampler, find_audio, read_manifest
 from train.codec_losses import (
@@ -292,62 +292,53 @@ def test_gan_recipe_is_the_base_recipe_plus_the_mel_discriminator() -> None:
 
 def test_deep_recipe_is_the_base_recipe_with_deeper_transformers() -> None:
     """configs/experiment/codec_cpu_deep.yaml doubles the transformer layers, nothing else."""
-    base, deep = codec_recipe("codec_cpu"), codec_recipe("codec_cpu_deep")
-    assert base["codec"].pop("transformer_layers") == 2 and deep["codec"].pop("transformer_layers") == 4
-    base.pop("run_name"), deep.pop("run_name")
-    assert deep == base
+    assert recipe_changes("codec_cpu", "codec_cpu_deep") == {
+        "codec.transformer_layers": (2, 4),
+        "run_name": ("codec_cpu", "codec_cpu_deep"),
+    }
 
 
 def test_deep_voices_recipe_is_the_voices_recipe_with_deeper_transformers() -> None:
     """configs/experiment/codec_cpu_deep_voices.yaml: the many-voice recipe with 4 layers (seed 2)."""
-    voices, both = codec_recipe("codec_cpu_voices"), codec_recipe("codec_cpu_deep_voices")
-    assert voices["codec"].pop("transformer_layers") == 2 and both["codec"].pop("transformer_layers") == 4
-    assert both.pop("seed") == 2
-    for key in ("seed", "run_name"):
-        voices.pop(key)
-    both.pop("run_name")
-    assert both == voices
+    assert recipe_changes("codec_cpu_voices", "codec_cpu_deep_voices") == {
+        "codec.transformer_layers": (2, 4),
+        "seed": (0, 2),
+        "run_name": ("codec_cpu_voices", "codec_cpu_deep_voices"),
+    }
 
 
 def test_dec6_recipe_is_the_deep_recipe_with_a_deeper_decoder() -> None:
     """configs/experiment/codec_cpu_deep_dec6.yaml: the committed recipe with 6 decoder layers."""
-    deep, dec6 = codec_recipe("codec_cpu_deep"), codec_recipe("codec_cpu_deep_dec6")
-    assert deep["codec"].pop("decoder_transformer_layers") is None
-    assert dec6["codec"].pop("decoder_transformer_layers") == 6
-    deep.pop("run_name"), dec6.pop("run_name")
-    assert dec6 == deep
+    assert recipe_changes("codec_cpu_deep", "codec_cpu_deep_dec6") == {
+        "codec.decoder_transformer_layers": (None, 6),
+        "run_name": ("codec_cpu_deep", "codec_cpu_deep_dec6"),
+    }
 
 
 def test_enc6_recipe_moves_the_deep_recipes_layers_to_the_encoder() -> None:
     """configs/experiment/codec_cpu_deep_enc6.yaml: 6 encoder + 2 decoder layers, nothing else."""
-    deep, enc6 = codec_recipe("codec_cpu_deep"), codec_recipe("codec_cpu_deep_enc6")
-    assert (
-        deep["codec"].pop("transformer_layers") == 4
-        and deep["codec"].pop("decoder_transformer_layers") is None
-    )
-    assert (
-        enc6["codec"].pop("transformer_layers") == 6 and enc6["codec"].pop("decoder_transformer_layers") == 2
-    )
-    deep.pop("run_name"), enc6.pop("run_name")
-    assert enc6 == deep
+    assert recipe_changes("codec_cpu_deep", "codec_cpu_deep_enc6") == {
+        "codec.transformer_layers": (4, 6),
+        "codec.decoder_transformer_layers": (None, 2),
+        "run_name": ("codec_cpu_deep", "codec_cpu_deep_enc6"),
+    }
 
 
 @pytest.mark.parametrize("recipe, weight", [("codec_cpu_deep_phase01", 0.1), ("codec_cpu_deep_phase3", 3.0)])
 def test_phase_recipes_change_the_phase_loss_alone(recipe: str, weight: float) -> None:
     """configs/experiment/codec_cpu_deep_phase{01,3}.yaml: the deep recipe with another spec_phase alone."""
-    deep, phase = codec_recipe("codec_cpu_deep"), codec_recipe(recipe)
-    assert deep["loss"]["weights"].pop("spec_phase") == 1.0
-    assert phase["loss"]["weights"].pop("spec_phase") == weight
-    deep.pop("run_name"), phase.pop("run_name")
-    assert phase == deep
+    assert recipe_changes("codec_cpu_deep", recipe) == {
+        "loss.weights.spec_phase": (1.0, weight),
+        "run_name": ("codec_cpu_deep", recipe),
+    }
 
 
 def test_qd0_recipe_turns_quantizer_dropout_off_alone() -> None:
     """configs/experiment/codec_cpu_deep_qd0.yaml: the deep recipe without quantizer dropout, nothing else."""
-    deep, qd0 = codec_recipe("codec_cpu_deep"), codec_recipe("codec_cpu_deep_qd0")
-    assert deep.pop("quantizer_dropout") == 0.25 and qd0.pop("quantizer_dropout") == 0.0
-    deep.pop("run_name"), qd0.pop("run_name")
-    assert qd0 == deep
+    assert recipe_changes("codec_cpu_deep", "codec_cpu_deep_qd0") == {
+        "quantizer_dropout": (0.25, 0.0),
+        "run_name": ("codec_cpu_deep", "codec_cpu_deep_qd0"),
+    }
 
 
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
