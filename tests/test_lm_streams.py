@@ -141,6 +141,7 @@ def test_streams_from_manifest_encodes_the_fixture_corpus(tmp_path):
     streams, meta = load_streams(path)
     assert meta["n_valid"] == len(entries) and len(streams) == 2 * len(entries)
     assert meta["codec"] == codec_id
+    assert list(meta["corpus"]) == [manifest] and len(meta["corpus"][manifest]) == 64  # its sha256
     assert abs(meta["hours"] * 3600 - 2 * sum(e.duration for e in entries)) < 1
     tok = SentencePieceTokenizer(meta["tokenizer"])
     for s, e in zip(streams, entries, strict=False):
@@ -170,3 +171,23 @@ def test_streams_remember_their_codec(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         check_streams_codec("streams.pt", {"codec": None}, b)  # files from before the record: a warning
     assert "does not record which codec" in caplog.text
+
+
+def test_streams_remember_their_corpus(tmp_path, caplog):
+    """A streams file records its manifests' hashes; a run on a corpus regenerated in place refuses it."""
+    from train.lm_data import check_streams_corpus, corpus_fingerprint
+
+    train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
+    train.write_text('{"id": "a"}\n')
+    valid.write_text('{"id": "b"}\n')
+    old = corpus_fingerprint([str(valid), str(train), str(tmp_path / "missing.jsonl")])
+    assert sorted(old) == sorted([str(valid), str(train)])  # a missing manifest has no hash
+    check_streams_corpus("streams.pt", {"corpus": old}, corpus_fingerprint([str(valid), str(train)]))
+    train.write_text('{"id": "c"}\n')  # regenerated in place
+    with pytest.raises(ValueError, match=r"older version of \[.*train.jsonl'\].*delete the streams file"):
+        check_streams_corpus("streams.pt", {"corpus": old}, corpus_fingerprint([str(valid), str(train)]))
+    only_valid = corpus_fingerprint([str(valid)])  # only the manifests listed on both sides are compared
+    check_streams_corpus("streams.pt", {"corpus": old}, only_valid)
+    with caplog.at_level("WARNING"):
+        check_streams_corpus("streams.pt", {}, corpus_fingerprint([str(train)]))  # a file from before
+    assert "does not record which corpus" in caplog.text

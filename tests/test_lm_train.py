@@ -18,7 +18,7 @@ from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
 from e2e_voice.lm.streams import Word, build_text_stream
 from tests.lm_testing import FIXTURE_TEXT, fixture_tokenizer
 from train.lm import CHECKPOINT, train, warmup_cosine
-from train.lm_data import StreamSampler, save_streams
+from train.lm_data import StreamSampler, load_streams, save_streams
 
 TINY = [
     "lm.n_q=2",
@@ -124,6 +124,13 @@ def test_bad_resume_and_data_are_explained(tmp_path, streams_file):
         train(make_cfg(tmp_path, streams_file, "lm.n_q=3"))
     with pytest.raises(FileNotFoundError, match="smoke_conversations=0"):
         train(make_cfg(tmp_path, tmp_path / "missing.pt"))
+    # streams encoded from a corpus that was regenerated since: refused before any step
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("{}\n")
+    streams, meta = load_streams(streams_file)
+    stale = save_streams(tmp_path / "stale.pt", streams, {**meta, "corpus": {str(manifest): "0" * 64}})
+    with pytest.raises(ValueError, match="older version of"):
+        train(make_cfg(tmp_path, stale, f"lm_data.manifests={{train:[{manifest}]}}"))
 
 
 def test_warmup_cosine_schedule():

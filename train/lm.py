@@ -40,7 +40,9 @@ from train.lm_data import (
     StreamSampler,
     batches,
     check_streams_codec,
+    check_streams_corpus,
     codec_fingerprint,
+    corpus_fingerprint,
     load_streams,
     make_smoke_corpus,
     streams_from_manifest,
@@ -120,6 +122,9 @@ def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Te
         )
     streams, meta = load_streams(path)
     check_streams_codec(path, meta, codec_id)
+    if manifests:
+        listed = [*(manifests.get("valid") or []), *manifests.train]
+        check_streams_corpus(path, meta, corpus_fingerprint(listed))
     if int(meta["n_q"]) != int(lm_cfg["n_q"]):
         raise ValueError(f"{path} holds n_q={meta['n_q']} codebooks per speaker but lm.n_q={lm_cfg['n_q']}")
     return streams, meta

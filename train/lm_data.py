@@ -113,6 +113,44 @@ def check_streams_codec(path: str | Path, meta: dict[str, Any], expected: dict[s
         )
 
 
+def corpus_fingerprint(manifests: Sequence[str | Path]) -> dict[str, str]:
+    """SHA-256 of each manifest that exists, by its path as given (a regenerated corpus rewrites them)."""
+    out = {}
+    for m in manifests:
+        path = in_repo(m)
+        if path.is_file():
+            out[str(m)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def check_streams_corpus(path: str | Path, meta: dict[str, Any], expected: dict[str, str]) -> None:
+    """Refuse a streams file encoded from another version of the configured corpus.
+
+    A corpus regenerated in place (same manifest paths, new conversations) would otherwise go unnoticed,
+    and the LM would train on the old conversations while its card names the new ones. Only manifests
+    present both in the file's record and on disk are compared.
+
+    Raises:
+        ValueError: a configured manifest's content differs from the one the file was encoded from.
+    """
+    have = meta.get("corpus")
+    if have is None:
+        if expected:
+            log.warning(
+                "%s does not record which corpus it encoded; if %s changed since, delete it to re-encode",
+                path,
+                sorted(expected),
+            )
+        return
+    changed = sorted(m for m in expected.keys() & have.keys() if expected[m] != have[m])
+    if changed:
+        raise ValueError(
+            f"{path} was encoded from an older version of {changed} (the manifests changed since, e.g. the"
+            " corpus was regenerated): delete the streams file (or point lm_data.streams elsewhere) to"
+            " re-encode the corpus"
+        )
+
+
 # ----------------------------------------------------------------------------- sampling
 
 
@@ -371,5 +409,6 @@ def streams_from_manifest(
         "hours": round(seconds / 3600, 3),
         "manifests": [str(p) for p in [*valid_manifests, *train_manifests]],
         "codec": codec_id,
+        "corpus": corpus_fingerprint([*valid_manifests, *train_manifests]),
     }
     return save_streams(out, streams, meta)
