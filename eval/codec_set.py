@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--exclude",
         nargs="*",
-        default=["data/generated/synthetic/*.jsonl"],
+        default=["data/generated/synthetic/*.jsonl", "data/generated/synthetic_shared/*.jsonl"],
         help="corpus manifests (globs) no sentence may occur in; those that do not exist are skipped",
     )
     parser.add_argument("--seed", type=int, default=0)

@@ -4,7 +4,9 @@ The dialogue corpus (``e2e-voice synth-data``) has one assistant voice and one u
 conversation, and the user says a sentence or two, so a codec trained on it hears a few minutes of each
 of a few dozen voices. This writes ``num_clips`` clips of ``clip_seconds`` each, every clip one voice
 setting (engine, voice, rate, pitch, noise drawn from :data:`POOLS`) reading consecutive sentences of the
-corpus's **train** split with short pauses between them, at a random level.
+corpus's **train** split with short pauses between them, at a random level. The default corpus is the
+codec recipes' own (``data/generated/synthetic_shared``, one prompt bank for all splits; see
+``configs/experiment/codec_cpu.yaml``).
 
 Held out on purpose, so that the ``held_out`` group of the codec evaluation set (``python -m
 eval.codec_set``) keeps measuring unseen voices: :data:`e2e_voice.data.synth.HELD_OUT_VOICES`. Only the
@@ -120,7 +122,7 @@ def render_clip(
 
 def build(
     out_dir: str | Path,
-    manifest: str | Path = "data/generated/synthetic/train.jsonl",
+    manifest: str | Path = "data/generated/synthetic_shared/train.jsonl",
     num_clips: int = 120,
     clip_seconds: float = 20.0,
     seed: int = 0,
@@ -162,7 +164,9 @@ def build(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="data/generated/codec_voices")
-    parser.add_argument("--manifest", default="data/generated/synthetic/train.jsonl", help="sentence source")
+    parser.add_argument(
+        "--manifest", default="data/generated/synthetic_shared/train.jsonl", help="sentence source"
+    )
     parser.add_argument("--num-clips", type=int, default=120)
     parser.add_argument("--clip-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
