@@ -342,6 +342,15 @@ def test_qd0_recipe_turns_quantizer_dropout_off_alone() -> None:
     }
 
 
+def test_crop256_recipe_doubles_the_crop_and_halves_the_batch_alone() -> None:
+    """configs/experiment/codec_cpu_deep_qd0_crop256.yaml: v7's recipe on 4 x 2.56 s crops, nothing else."""
+    assert recipe_changes("codec_cpu_deep_qd0", "codec_cpu_deep_qd0_crop256") == {
+        "data.crop_seconds": (1.28, 2.56),
+        "train.batch_size": (8, 4),
+        "run_name": ("codec_cpu_deep_qd0", "codec_cpu_deep_qd0_crop256"),
+    }
+
+
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
     clips = [torch.zeros(4000), torch.ones(4000), torch.full((4000,), 2.0)]
     sampler = CropSampler(clips, 1920, seed=0, weights=[6.0, 1.0, 1.0])
