@@ -280,75 +280,75 @@ def test_discriminator_config_errors() -> None:
     assert isinstance(build_discriminator("mel", (512,), 8, SAMPLE_RATE, (64,)), MultiScaleMelDiscriminator)
 
 
-def test_gan_recipe_is_the_base_recipe_plus_the_mel_discriminator() -> None:
-    """configs/experiment/codec_cpu_gan.yaml changes the discriminator and its start, nothing else."""
-    assert recipe_changes("codec_cpu", "codec_cpu_gan") == {
-        "adv_start": (None, 2000),
-        "disc.kind": ("stft", "mel"),
-        "disc.filters": (16, 64),
-        "disc.n_mels": ([], [64, 80]),
-        "run_name": ("codec_cpu", "codec_cpu_gan"),
-    }
+# Every codec recipe variant against the recipe it builds on: exactly these leaves differ (the model card
+# compares their runs, so a change that slips into a variant would make that comparison meaningless).
+RECIPE_CHANGES = [
+    pytest.param(  # the cheap log-mel discriminator from step 2,000
+        "codec_cpu",
+        "codec_cpu_gan",
+        {
+            "adv_start": (None, 2000),
+            "disc.kind": ("stft", "mel"),
+            "disc.filters": (16, 64),
+            "disc.n_mels": ([], [64, 80]),
+        },
+        id="gan",
+    ),
+    pytest.param(  # the many-voice speech set added to the data
+        "codec_cpu",
+        "codec_cpu_voices",
+        {"data.files": ([], ["data/generated/codec_voices/*.wav"]), "seed": (2, 0)},
+        id="voices",
+    ),
+    pytest.param(  # the voices recipe with a corpus share
+        "codec_cpu_voices",
+        "codec_cpu_voices_weighted",
+        {"data.files_share": (None, 0.25), "seed": (0, 2)},
+        id="voices_weighted",
+    ),
+    pytest.param(  # twice the transformer layers (v6)
+        "codec_cpu", "codec_cpu_deep", {"codec.transformer_layers": (2, 4)}, id="deep"
+    ),
+    pytest.param(  # the many-voice recipe with 4 layers
+        "codec_cpu_voices",
+        "codec_cpu_deep_voices",
+        {"codec.transformer_layers": (2, 4), "seed": (0, 2)},
+        id="deep_voices",
+    ),
+    pytest.param(  # 6 decoder layers
+        "codec_cpu_deep",
+        "codec_cpu_deep_dec6",
+        {"codec.decoder_transformer_layers": (None, 6)},
+        id="dec6",
+    ),
+    pytest.param(  # 6 encoder + 2 decoder layers
+        "codec_cpu_deep",
+        "codec_cpu_deep_enc6",
+        {"codec.transformer_layers": (4, 6), "codec.decoder_transformer_layers": (None, 2)},
+        id="enc6",
+    ),
+    pytest.param(
+        "codec_cpu_deep", "codec_cpu_deep_phase01", {"loss.weights.spec_phase": (1.0, 0.1)}, id="phase01"
+    ),
+    pytest.param(
+        "codec_cpu_deep", "codec_cpu_deep_phase3", {"loss.weights.spec_phase": (1.0, 3.0)}, id="phase3"
+    ),
+    pytest.param(  # no quantizer dropout (v7)
+        "codec_cpu_deep", "codec_cpu_deep_qd0", {"quantizer_dropout": (0.25, 0.0)}, id="qd0"
+    ),
+    pytest.param(  # 4 x 2.56 s crops instead of 8 x 1.28 s
+        "codec_cpu_deep_qd0",
+        "codec_cpu_deep_qd0_crop256",
+        {"data.crop_seconds": (1.28, 2.56), "train.batch_size": (8, 4)},
+        id="crop256",
+    ),
+]
 
 
-def test_deep_recipe_is_the_base_recipe_with_deeper_transformers() -> None:
-    """configs/experiment/codec_cpu_deep.yaml doubles the transformer layers, nothing else."""
-    assert recipe_changes("codec_cpu", "codec_cpu_deep") == {
-        "codec.transformer_layers": (2, 4),
-        "run_name": ("codec_cpu", "codec_cpu_deep"),
-    }
-
-
-def test_deep_voices_recipe_is_the_voices_recipe_with_deeper_transformers() -> None:
-    """configs/experiment/codec_cpu_deep_voices.yaml: the many-voice recipe with 4 layers (seed 2)."""
-    assert recipe_changes("codec_cpu_voices", "codec_cpu_deep_voices") == {
-        "codec.transformer_layers": (2, 4),
-        "seed": (0, 2),
-        "run_name": ("codec_cpu_voices", "codec_cpu_deep_voices"),
-    }
-
-
-def test_dec6_recipe_is_the_deep_recipe_with_a_deeper_decoder() -> None:
-    """configs/experiment/codec_cpu_deep_dec6.yaml: the committed recipe with 6 decoder layers."""
-    assert recipe_changes("codec_cpu_deep", "codec_cpu_deep_dec6") == {
-        "codec.decoder_transformer_layers": (None, 6),
-        "run_name": ("codec_cpu_deep", "codec_cpu_deep_dec6"),
-    }
-
-
-def test_enc6_recipe_moves_the_deep_recipes_layers_to_the_encoder() -> None:
-    """configs/experiment/codec_cpu_deep_enc6.yaml: 6 encoder + 2 decoder layers, nothing else."""
-    assert recipe_changes("codec_cpu_deep", "codec_cpu_deep_enc6") == {
-        "codec.transformer_layers": (4, 6),
-        "codec.decoder_transformer_layers": (None, 2),
-        "run_name": ("codec_cpu_deep", "codec_cpu_deep_enc6"),
-    }
-
-
-@pytest.mark.parametrize("recipe, weight", [("codec_cpu_deep_phase01", 0.1), ("codec_cpu_deep_phase3", 3.0)])
-def test_phase_recipes_change_the_phase_loss_alone(recipe: str, weight: float) -> None:
-    """configs/experiment/codec_cpu_deep_phase{01,3}.yaml: the deep recipe with another spec_phase alone."""
-    assert recipe_changes("codec_cpu_deep", recipe) == {
-        "loss.weights.spec_phase": (1.0, weight),
-        "run_name": ("codec_cpu_deep", recipe),
-    }
-
-
-def test_qd0_recipe_turns_quantizer_dropout_off_alone() -> None:
-    """configs/experiment/codec_cpu_deep_qd0.yaml: the deep recipe without quantizer dropout, nothing else."""
-    assert recipe_changes("codec_cpu_deep", "codec_cpu_deep_qd0") == {
-        "quantizer_dropout": (0.25, 0.0),
-        "run_name": ("codec_cpu_deep", "codec_cpu_deep_qd0"),
-    }
-
-
-def test_crop256_recipe_doubles_the_crop_and_halves_the_batch_alone() -> None:
-    """configs/experiment/codec_cpu_deep_qd0_crop256.yaml: v7's recipe on 4 x 2.56 s crops, nothing else."""
-    assert recipe_changes("codec_cpu_deep_qd0", "codec_cpu_deep_qd0_crop256") == {
-        "data.crop_seconds": (1.28, 2.56),
-        "train.batch_size": (8, 4),
-        "run_name": ("codec_cpu_deep_qd0", "codec_cpu_deep_qd0_crop256"),
-    }
+@pytest.mark.parametrize("base, recipe, changes", RECIPE_CHANGES)
+def test_recipe_changes_only_what_it_says(base: str, recipe: str, changes: dict) -> None:
+    """configs/experiment/<recipe>.yaml differs from <base> in exactly ``changes`` and its run name."""
+    assert recipe_changes(base, recipe) == {**changes, "run_name": (base, recipe)}
 
 
 def test_weighted_sampler_follows_weights_and_resumes() -> None:
@@ -399,12 +399,3 @@ def test_files_share_splits_crops_between_corpus_and_files(tmp_path: Path) -> No
     assert _sources(OmegaConf.merge(data, {"files_share": None}))[1] is None
     with pytest.raises(ValueError, match="no corpus left"):  # the set is the corpus too
         _sources(OmegaConf.merge(data, {"files": [f"{tmp_path}/*.wav", f"{tmp_path}/set/*.wav"]}))
-
-
-def test_weighted_voices_recipe_changes_only_the_share() -> None:
-    """configs/experiment/codec_cpu_voices_weighted.yaml: the voices recipe with a corpus share (seed 2)."""
-    assert recipe_changes("codec_cpu_voices", "codec_cpu_voices_weighted") == {
-        "data.files_share": (None, 0.25),
-        "seed": (0, 2),
-        "run_name": ("codec_cpu_voices", "codec_cpu_voices_weighted"),
-    }

@@ -86,17 +86,19 @@ def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Te
     """Load the streams file, synthesising the smoke corpus first when it does not exist."""
     path = Path(cfg.lm_data.streams)
     manifests = cfg.lm_data.get("manifests")
+    train_manifests = list(manifests.train) if manifests else []
+    valid_manifests = list(manifests.get("valid") or []) if manifests else []
     codec_id = codec_fingerprint(cfg.codec.get("checkpoint"))
     if not path.is_file() and manifests:
         from hydra.utils import instantiate
 
-        log.info("no streams at %s: encoding the corpus %s", path, list(manifests.train))
+        log.info("no streams at %s: encoding the corpus %s", path, train_manifests)
         streams_from_manifest(
             path,
             instantiate(cfg.codec, _convert_="all"),
             int(lm_cfg["n_q"]),
-            list(manifests.train),
-            list(manifests.get("valid") or []),
+            train_manifests,
+            valid_manifests,
             vocab_size=int(lm_cfg.get("text_card", 2000)),
             codec_id=codec_id,
         )
@@ -123,8 +125,7 @@ def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Te
     streams, meta = load_streams(path)
     check_streams_codec(path, meta, codec_id)
     if manifests:
-        listed = [*(manifests.get("valid") or []), *manifests.train]
-        check_streams_corpus(path, meta, corpus_fingerprint(listed))
+        check_streams_corpus(path, meta, corpus_fingerprint([*valid_manifests, *train_manifests]))
     if int(meta["n_q"]) != int(lm_cfg["n_q"]):
         raise ValueError(f"{path} holds n_q={meta['n_q']} codebooks per speaker but lm.n_q={lm_cfg['n_q']}")
     return streams, meta
