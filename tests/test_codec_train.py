@@ -280,7 +280,7 @@ def test_discriminator_config_errors() -> None:
     assert isinstance(build_discriminator("mel", (512,), 8, SAMPLE_RATE, (64,)), MultiScaleMelDiscriminator)
 
 
-# Every codec recipe variant against the recipe it builds on: exactly these leaves differ (the model card
+# Every codec recipe variant against the recipe it builds on: exactly these leaves differ (EXPERIMENTS.md
 # compares their runs, so a change that slips into a variant would make that comparison meaningless).
 RECIPE_CHANGES = [
     pytest.param(  # the cheap log-mel discriminator from step 2,000

@@ -69,8 +69,8 @@ class MelDiscriminator(nn.Module):
 
     Why: the complex-STFT discriminator cost 6x a step of the CPU recipe, and 2D convs over a log-mel
     image still cost 2.3x. Treating the bands as channels keeps every frame (the fine time structure of
-    the envelope is what decides intelligibility here, see the CPU codec's model card) and costs little.
-    It cannot judge phase.
+    the envelope is what decides intelligibility here, see checkpoints/codec_cpu/EXPERIMENTS.md) and
+    costs little. It cannot judge phase.
     """
 
     def __init__(
