@@ -4,11 +4,12 @@
         --checkpoint v5=checkpoints/codec_cpu/codec.safetensors 'runs/train_codec/*/codec.safetensors'
 
 A checkpoint is ``NAME=PATH`` or a path/glob (named after its folder for ``codec.safetensors``, else
-after the file). Each one is evaluated by :func:`eval.codec.evaluate_clips` (its ``codec_metrics.json``
-and ``.md`` land in ``OUT/NAME/``). The judge's transcript of each original clip is computed once and
-shared, and a checkpoint whose results are already in ``OUT/NAME/`` for the same file (size and mtime)
-and set is not evaluated again: an interrupted ranking resumes, and adding a checkpoint costs only its
-own evaluation.
+after the file). A name ending in ``@N`` decodes from the first ``N`` RVQ levels only (``v7@4=PATH``: the
+same file at half the bitrate), so one file can be ranked at several bitrates. Each one is evaluated
+by :func:`eval.codec.evaluate_clips` (its ``codec_metrics.json`` and ``.md`` land in ``OUT/NAME/``). The
+judge's transcript of each original clip is computed once and shared, and a checkpoint whose results are
+already in ``OUT/NAME/`` for the same file (size and mtime), level count and set is not evaluated again:
+an interrupted ranking resumes, and adding a checkpoint costs only its own evaluation.
 
 Writes ``OUT/rank.md``, ``rank.json`` and ``rank.png``: per group (and ``all``), the pooled WER of the
 reconstruction and its missed-word rate (reference words not heard in order, so inserted words do not
@@ -88,15 +89,38 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
             raise FileNotFoundError(f"checkpoint {spec!r} matches no file")
         for p in paths:
             key = name or (p.parent.name if p.name == "codec.safetensors" else p.stem)
+            name_levels(key)  # a malformed @N fails here, before any evaluation
             if key in out and out[key] != p:
                 raise ValueError(f"two checkpoints are named {key!r} ({out[key]}, {p}); name them NAME=PATH")
             out[key] = p
     return out
 
 
-def _source(path: Path, set_name: str) -> dict[str, Any]:
+def name_levels(name: str) -> int | None:
+    """The RVQ level count a checkpoint name asks for (``v7@4`` -> 4), or None for all of them.
+
+    Raises:
+        ValueError: the part after ``@`` is not a positive whole number.
+    """
+    if "@" not in name:
+        return None
+    levels = name.rpartition("@")[2]
+    if not levels.isdigit() or int(levels) < 1:
+        raise ValueError(f"checkpoint name {name!r}: after @ give how many RVQ levels to decode, e.g. v7@4")
+    return int(levels)
+
+
+def _source(path: Path, set_name: str, levels: int | None = None) -> dict[str, Any]:
     st = path.stat()
-    return {"checkpoint": str(path), "size": st.st_size, "mtime": st.st_mtime, "set": set_name}
+    source: dict[str, Any] = {
+        "checkpoint": str(path),
+        "size": st.st_size,
+        "mtime": st.st_mtime,
+        "set": set_name,
+    }
+    if levels is not None:  # absent for all levels, so results written before levels existed stay valid
+        source["num_codebooks"] = levels
+    return source
 
 
 def evaluate_all(
@@ -107,7 +131,8 @@ def evaluate_all(
     for name, path in checkpoints.items():
         folder = out / name
         done = folder / "codec_metrics.json"
-        source = _source(path, set_name)
+        levels = name_levels(name)
+        source = _source(path, set_name, levels)
         if done.is_file():
             summary = json.loads(done.read_text())
             if summary.get("source") == source:
@@ -121,8 +146,10 @@ def evaluate_all(
                     done.write_text(json.dumps(summary, indent=2))
                 results[name] = summary
                 continue
-        print(f"{name}: evaluating {path}")
-        summary = evaluate_clips(load_eval_codec(str(path)), clips, folder, judge, plots=1)
+        print(f"{name}: evaluating {path}" + (f" from its first {levels} RVQ levels" if levels else ""))
+        summary = evaluate_clips(
+            load_eval_codec(str(path), num_codebooks=levels), clips, folder, judge, plots=1
+        )
         summary["source"] = source
         done.write_text(json.dumps(summary, indent=2))  # written last: a killed run is redone
         results[name] = summary
@@ -270,7 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--set", help="an evaluation set folder (python -m eval.codec_set)")
     what.add_argument("--turns", help="a synth-data manifest: every turn of its conversations")
-    parser.add_argument("--checkpoint", nargs="+", required=True, help="NAME=PATH or paths/globs")
+    parser.add_argument(
+        "--checkpoint",
+        nargs="+",
+        required=True,
+        help="NAME=PATH (NAME@N=PATH: first N RVQ levels) or paths/globs",
+    )
     parser.add_argument("--baseline", default=None, help="the checkpoint name the others are compared with")
     parser.add_argument("--out", default="runs/codec_rank")
     parser.add_argument("--threads", type=int, default=2)

@@ -253,6 +253,33 @@ def test_parse_checkpoints_names_and_errors(two_checkpoints: dict[str, Path]) ->
         codec_rank.parse_checkpoints(["missing/*.safetensors"])
 
 
+def test_a_name_at_n_ranks_the_same_file_from_its_first_n_levels(
+    espeak_set: Path, two_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    r0 = two_checkpoints["r0"]
+    parsed = codec_rank.parse_checkpoints([f"r0={r0}", f"r0@1={r0}"])
+    assert parsed == {"r0": r0, "r0@1": r0}
+    assert [codec_rank.name_levels(n) for n in parsed] == [None, 1]
+    for bad in ("r0@", "r0@0", "r0@two"):
+        with pytest.raises(ValueError, match="how many RVQ levels"):
+            codec_rank.parse_checkpoints([f"{bad}={r0}"])
+
+    class Judge:  # the judge is not what this checks
+        def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
+            return "words"
+
+    clips = set_clips(espeak_set)
+    results = codec_rank.evaluate_all(parsed, clips, "set", tmp_path, Judge())
+    assert results["r0"]["codec"]["num_codebooks"] == 2 and "num_codebooks" not in results["r0"]["source"]
+    assert results["r0@1"]["codec"]["num_codebooks"] == 1 and results["r0@1"]["source"]["num_codebooks"] == 1
+    assert results["r0@1"]["codec"]["bitrate_bps"] == results["r0"]["codec"]["bitrate_bps"] / 2
+    mel = [results[n]["groups"]["assistant"]["mel_distance"] for n in parsed]
+    assert mel[0] != mel[1]  # the other level count decoded other audio
+    # A level count the file does not have (it stores 4 levels and decodes 2 by default) names the range.
+    with pytest.raises(ValueError, match=r"num_codebooks must be in \[1, 4\]"):
+        codec_rank.evaluate_all({"r0@5": r0}, clips, "set", tmp_path, Judge())
+
+
 def test_memo_judge_transcribes_each_clip_once() -> None:
     heard: list[int] = []
 
