@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from train.codec_data import CropSampler, find_audio, read_manifest
 from train.codec_losses import (
     DistillationHead,
     MultiScaleMelDiscriminator,
+    ReconstructionLoss,
     SpectrumLoss,
     anti_wrap,
     build_discriminator,
@@ -245,6 +247,46 @@ def test_spectrum_loss_is_zero_for_the_true_spectrum() -> None:
     assert float(anti_wrap(torch.tensor(2 * torch.pi - 0.1))) == pytest.approx(0.1, abs=1e-5)
 
 
+def test_loss_floors_ignore_what_lies_beneath_them_and_default_to_the_committed_losses() -> None:
+    """``loss.mel_floor`` / ``loss.spec_floor``: differences below the floor cost nothing, above it do."""
+    torch.manual_seed(0)
+    n_fft, hop = 960, 240
+    speech = torch.from_numpy(espeak_speech("Quiet noise under speech.", SAMPLE_RATE))[None, None]
+    hiss = torch.randn_like(speech) * 1e-4  # its mel bands peak near 10^-3.6, under a 1e-3 floor
+    loud = torch.randn_like(speech) * 1e-2
+    rec, floored = ReconstructionLoss(SAMPLE_RATE), ReconstructionLoss(SAMPLE_RATE, floor=1e-3)
+    quiet, noisy = torch.zeros_like(speech), speech + loud
+    assert float(rec(quiet, hiss)["rec/mel"]) > 0.5  # the default floor (1e-5) sees the hiss
+    assert float(floored(quiet, hiss)["rec/mel"]) == 0.0
+    assert float(floored(speech, noisy)["rec/mel"]) > 0.01  # audible noise still costs
+    assert float(floored(speech, noisy)["rec/mel"]) < float(rec(speech, noisy)["rec/mel"])
+    with pytest.raises(ValueError, match="mel_floor must be > 0"):
+        ReconstructionLoss(SAMPLE_RATE, floor=0.0)
+
+    target = torch.stft(
+        torch.nn.functional.pad(speech[:, 0], (0, n_fft - hop)),
+        n_fft,
+        hop,
+        window=torch.hann_window(n_fft),
+        center=False,
+        return_complex=True,
+    )
+    log_mag = torch.log(target.abs().clamp(min=1e-5))
+    pred = torch.cat([log_mag, torch.angle(target)], 1)
+    deep = pred.clone()
+    bins = n_fft // 2 + 1
+    deep[:, :bins] = torch.where(log_mag < math.log(0.05), log_mag - 5.0, log_mag)  # wrong only below 0.05
+    default, spec_floored = SpectrumLoss(n_fft, hop), SpectrumLoss(n_fft, hop, floor=0.05)
+    assert float(default(speech, deep)["spec/amp"]) > 1.0
+    assert float(spec_floored(speech, deep)["spec/amp"]) < 1e-5
+    shifted = pred.clone()
+    shifted[:, :bins] += 1.0  # every bin 1 (natural log) too loud
+    assert float(spec_floored(speech, shifted)["spec/amp"]) > 0.1
+    assert float(default(speech, pred)["spec/amp"]) < 1e-5  # None is the committed loss: exact is 0
+    with pytest.raises(ValueError, match="spec_floor must be > 0"):
+        SpectrumLoss(n_fft, hop, floor=-1.0)
+
+
 def test_mel_discriminator_learns_and_passes_gradients() -> None:
     """A few updates separate speech from its time-smeared copy; the generator's losses reach the audio."""
     torch.manual_seed(0)
@@ -341,6 +383,18 @@ RECIPE_CHANGES = [
         "codec_cpu_deep_qd0_crop256",
         {"data.crop_seconds": (1.28, 2.56), "train.batch_size": (8, 4)},
         id="crop256",
+    ),
+    pytest.param(  # 16 x 0.64 s crops instead of 8 x 1.28 s
+        "codec_cpu_deep_qd0",
+        "codec_cpu_deep_qd0_crop064",
+        {"data.crop_seconds": (1.28, 0.64), "train.batch_size": (8, 16)},
+        id="crop064",
+    ),
+    pytest.param(  # the magnitude losses floored ~60 dB below the loudest speech
+        "codec_cpu_deep_qd0",
+        "codec_cpu_deep_qd0_floor60",
+        {"loss.mel_floor": (1e-5, 1e-3), "loss.spec_floor": (None, 0.05)},
+        id="floor60",
     ),
 ]
 

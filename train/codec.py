@@ -160,7 +160,10 @@ class CodecTrainer:
             tuple(int(n) for n in cfg.disc.get("n_mels", ())),
         )
         self.rec = ReconstructionLoss(
-            codec.sample_rate, tuple(cfg.loss.mel_n_ffts), tuple(cfg.loss.mel_n_mels)
+            codec.sample_rate,
+            tuple(cfg.loss.mel_n_ffts),
+            tuple(cfg.loss.mel_n_mels),
+            floor=float(cfg.loss.get("mel_floor", 1e-5)),
         )
         self.spectrum_loss = None
         if self.weights["spec/amp"] > 0 or self.weights["spec/phase"] > 0:
@@ -171,7 +174,10 @@ class CodecTrainer:
                 )
             decoder = codec.model.decoder
             assert isinstance(decoder, SpectralDecoder)
-            self.spectrum_loss = SpectrumLoss(decoder.istft.n_fft, decoder.istft.hop)
+            spec_floor = cfg.loss.get("spec_floor")
+            self.spectrum_loss = SpectrumLoss(
+                decoder.istft.n_fft, decoder.istft.hop, None if spec_floor is None else float(spec_floor)
+            )
 
         gen_params = list(codec.parameters()) + (list(self.distill.parameters()) if self.distill else [])
         betas = (float(cfg.optim.beta1), float(cfg.optim.beta2))

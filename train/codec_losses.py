@@ -7,6 +7,8 @@ the STFT one, ``[B, M, N]`` (mel bands, frames) for the mel one.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -155,21 +157,34 @@ def generator_losses(real: DiscOutput, fake: DiscOutput) -> tuple[torch.Tensor, 
 
 
 class ReconstructionLoss(nn.Module):
-    """Multi-scale log-mel L1 plus a time-domain L1 term, returned separately."""
+    """Multi-scale log-mel L1 plus a time-domain L1 term, returned separately.
+
+    Args:
+        sample_rate: of the audio.
+        n_ffts: one STFT size per scale.
+        n_mels: mel bands per scale.
+        floor: mel values below it count as it (``loss.mel_floor``; see ``multiscale_mel_distance``).
+    """
 
     def __init__(
         self,
         sample_rate: int,
         n_ffts: tuple[int, ...] = (256, 512, 1024, 2048),
         n_mels: tuple[int, ...] = (32, 64, 80, 128),
+        floor: float = 1e-5,
     ) -> None:
         super().__init__()
+        if not floor > 0:
+            raise ValueError(f"loss.mel_floor must be > 0 (a log is taken of it), got {floor}")
         self.sample_rate = sample_rate
         self.n_ffts = tuple(int(n) for n in n_ffts)
         self.n_mels = tuple(int(n) for n in n_mels)
+        self.floor = float(floor)
 
     def forward(self, reference: torch.Tensor, estimate: torch.Tensor) -> dict[str, torch.Tensor]:
-        mel = multiscale_mel_distance(reference, estimate, self.sample_rate, self.n_ffts, self.n_mels)
+        mel = multiscale_mel_distance(
+            reference, estimate, self.sample_rate, self.n_ffts, self.n_mels, floor=self.floor
+        )
         return {"rec/mel": mel, "rec/l1": (reference - estimate).abs().mean()}
 
 
@@ -218,11 +233,16 @@ class SpectrumLoss(nn.Module):
     Args:
         n_fft: the decoder's STFT window.
         hop: its hop.
+        floor: with a value (``loss.spec_floor``), target and predicted magnitudes below it count as it
+            in ``spec/amp``, so bins far below the speech cost nothing; None keeps the loss as the
+            committed codec was trained (target floored at 1e-5, prediction not floored).
     """
 
-    def __init__(self, n_fft: int, hop: int) -> None:
+    def __init__(self, n_fft: int, hop: int, floor: float | None = None) -> None:
         super().__init__()
-        self.n_fft, self.hop = n_fft, hop
+        if floor is not None and not floor > 0:
+            raise ValueError(f"loss.spec_floor must be > 0 or null, got {floor}")
+        self.n_fft, self.hop, self.floor = n_fft, hop, floor
 
     def forward(self, reference: torch.Tensor, spectrum: torch.Tensor) -> dict[str, torch.Tensor]:
         """``reference`` [B, 1, T] audio, ``spectrum`` [B, 2F, T / hop] log-magnitudes then phases."""
@@ -233,7 +253,11 @@ class SpectrumLoss(nn.Module):
         log_mag = spectrum[:, :bins, :n].clamp(max=MAX_LOG_MAGNITUDE)
         phase = spectrum[:, bins:, :n]
         mag = target.abs()
-        amp = (log_mag - torch.log(mag.clamp(min=1e-5))).abs().mean()
+        if self.floor is None:
+            amp = (log_mag - torch.log(mag.clamp(min=1e-5))).abs().mean()
+        else:
+            low = math.log(self.floor)
+            amp = (log_mag.clamp(min=low) - torch.log(mag.clamp(min=self.floor))).abs().mean()
         weight = mag / (mag.mean() + 1e-8)
         true_phase = torch.angle(target)
         ip = (anti_wrap(phase - true_phase) * weight).mean()
