@@ -479,6 +479,20 @@ def set_clips(folder: str | Path) -> list[Clip]:
     return clips
 
 
+def select_groups(clips: list[Clip], groups: list[str] | None) -> list[Clip]:
+    """The clips of ``groups`` (all clips when it is empty or None), in their order.
+
+    Raises:
+        ValueError: a group no clip belongs to (naming the set's groups).
+    """
+    if not groups:
+        return clips
+    known = {c.group for c in clips}
+    if unknown := set(groups) - known:
+        raise ValueError(f"unknown groups {sorted(unknown)}; the set has {sorted(known)}")
+    return [c for c in clips if c.group in groups]
+
+
 def load_eval_codec(
     checkpoint: str | None = None, config: str | None = None, num_codebooks: int | None = None
 ) -> MimiCodec:

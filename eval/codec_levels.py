@@ -33,7 +33,7 @@ from tqdm import tqdm
 from e2e_voice.codec import MimiCodec
 from e2e_voice.codec.spectral import log_mel
 from e2e_voice.constants import SAMPLE_RATE
-from eval.codec import Clip, load_eval_codec, set_clips
+from eval.codec import Clip, load_eval_codec, select_groups, set_clips
 from eval.codec_rank import name_levels, parse_checkpoints
 
 SCALES = ((256, 32), (512, 64), (1024, 80), (2048, 128))
@@ -164,12 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     if list(edges) != sorted(set(edges)):
         parser.error(f"--edges must increase strictly, got {list(edges)}")
     torch.set_num_threads(args.threads)
-    clips = set_clips(args.set)
-    if args.groups:
-        known = {c.group for c in clips}
-        if unknown := set(args.groups) - known:
-            parser.error(f"unknown groups {sorted(unknown)}; the set has {sorted(known)}")
-        clips = [c for c in clips if c.group in args.groups]
+    try:
+        clips = select_groups(set_clips(args.set), args.groups)
+    except ValueError as err:
+        parser.error(str(err))
     results = {
         name: measure(load_eval_codec(str(path), num_codebooks=name_levels(name)), clips, edges)
         for name, path in parse_checkpoints(args.checkpoint).items()

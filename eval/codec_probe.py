@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from e2e_voice.codec import MimiCodec
 from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE, SpectralDecoder, frame_spectrum
-from eval.codec import Clip, evaluate_clips, load_eval_codec, set_clips
+from eval.codec import Clip, evaluate_clips, load_eval_codec, select_groups, set_clips
 from eval.codec_rank import MemoJudge, plot, rank, to_markdown
 
 KINDS = {
@@ -303,12 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     torch.set_num_threads(args.threads)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
-    clips = set_clips(args.set)
-    if args.groups:
-        known = {c.group for c in clips}
-        if unknown := set(args.groups) - known:
-            parser.error(f"--groups {sorted(unknown)} not in the set (it has {sorted(known)})")
-        clips = [c for c in clips if c.group in args.groups]
+    try:
+        clips = select_groups(set_clips(args.set), args.groups)
+    except ValueError as err:
+        parser.error(f"--groups: {err}")
     from e2e_voice.stt.whisper import WhisperSTT
 
     codec = load_eval_codec(args.checkpoint)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from e2e_voice.audio.io import save_audio
 from e2e_voice.codec import load_codec
+from e2e_voice.codec.stft_layers import frame_spectrum
 from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
 from tests.helpers import espeak_speech, recipe_changes
 from train.codec import CodecTrainer
@@ -263,14 +264,7 @@ def test_loss_floors_ignore_what_lies_beneath_them_and_default_to_the_committed_
     with pytest.raises(ValueError, match="mel_floor must be > 0"):
         ReconstructionLoss(SAMPLE_RATE, floor=0.0)
 
-    target = torch.stft(
-        torch.nn.functional.pad(speech[:, 0], (0, n_fft - hop)),
-        n_fft,
-        hop,
-        window=torch.hann_window(n_fft),
-        center=False,
-        return_complex=True,
-    )
+    target = frame_spectrum(speech, n_fft, hop)
     log_mag = torch.log(target.abs().clamp(min=1e-5))
     pred = torch.cat([log_mag, torch.angle(target)], 1)
     deep = pred.clone()
