@@ -384,7 +384,7 @@ RECIPE_CHANGES = [
         {"data.crop_seconds": (1.28, 0.64), "train.batch_size": (8, 16)},
         id="crop064",
     ),
-    pytest.param(  # the magnitude losses floored ~60 dB below the loudest speech
+    pytest.param(  # the magnitude losses floored ~60 dB below the loudest speech (v8)
         "codec_cpu_deep_qd0",
         "codec_cpu_deep_qd0_floor60",
         {"loss.mel_floor": (1e-5, 1e-3), "loss.spec_floor": (None, 0.05)},
