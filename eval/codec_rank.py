@@ -7,7 +7,9 @@ A checkpoint is ``NAME=PATH`` or a path/glob (named after its folder for ``codec
 after the file). A name ending in ``@N`` decodes from the first ``N`` RVQ levels only (``v7@4=PATH``: the
 same file at half the bitrate), so one file can be ranked at several bitrates. Each one is evaluated
 by :func:`eval.codec.evaluate_clips` (its ``codec_metrics.json`` and ``.md`` land in ``OUT/NAME/``). The
-judge's transcript of each original clip is computed once and shared, and a checkpoint whose results are
+judge's transcript of each original clip is computed once and shared, also with later rankings and
+probes through a judge cache (``--judge-cache``, default ``runs/judge_cache/whisper-base.json``, keyed by
+the clip's samples and the judge), and a checkpoint whose results are
 already in ``OUT/NAME/`` for the same file (size and mtime), level count and set is not evaluated again:
 an interrupted ranking resumes, and adding a checkpoint costs only its own evaluation.
 
@@ -48,29 +50,66 @@ from eval.codec import (
 )
 from eval.metrics import bootstrap_ci
 
+log = logging.getLogger(__name__)
+
 
 class MemoJudge:
     """A judge that transcribes each distinct clip once (keyed by its samples), built on first use.
 
+    With ``cache``, the transcripts also outlive the process: they are read from that JSON file at start
+    and written back by :meth:`save`, so rankings into other output folders do not transcribe the same
+    original clips again (~2 min for the 120 clips of the evaluation set). The key is the clip's samples
+    and rate plus ``judge_name``, so another judge model never reuses them. An unreadable cache file is
+    reported and replaced, never trusted.
+
     Args:
         factory: builds the real judge (an object with ``transcribe(audio, sr) -> str``).
+        cache: JSON file of earlier transcripts, or None to keep them in memory only.
+        judge_name: names the judge in the keys (another model, another key).
     """
 
-    def __init__(self, factory: Any) -> None:
+    def __init__(self, factory: Any, cache: Path | None = None, judge_name: str = "whisper-base") -> None:
         self._factory = factory
         self._judge: Any = None
+        self.cache = cache
+        self.judge_name = judge_name
         self.memo: dict[str, str] = {}
         self.calls = 0  # real transcriptions (memo misses)
+        if cache is not None and cache.is_file():
+            try:
+                loaded = json.loads(cache.read_text())
+                if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+                    raise ValueError("not a JSON object of transcripts")
+                self.memo = loaded
+            except ValueError as err:  # JSONDecodeError is a ValueError
+                log.warning("judge cache %s is unreadable (%s): starting a new one", cache, err)
 
     def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
         data = np.ascontiguousarray(audio, dtype=np.float32).tobytes()
-        key = hashlib.sha1(data).hexdigest() + f"@{sample_rate}"
+        key = f"{self.judge_name}:{hashlib.sha1(data).hexdigest()}@{sample_rate}"
         if key not in self.memo:
             if self._judge is None:
                 self._judge = self._factory()
             self.memo[key] = self._judge.transcribe(audio, sample_rate)
             self.calls += 1
         return self.memo[key]
+
+    def save(self) -> None:
+        """Write the transcripts to ``cache`` (atomically: a killed write leaves the old file)."""
+        if self.cache is None:
+            return
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache.with_suffix(self.cache.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.memo))
+        tmp.replace(self.cache)
+
+
+JUDGE_CACHE = "runs/judge_cache/whisper-base.json"
+
+
+def judge_cache(arg: str) -> Path | None:
+    """``--judge-cache`` as a path, or None for ``none``."""
+    return None if arg.strip().lower() in ("", "none") else Path(arg)
 
 
 def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
@@ -306,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=None, help="the checkpoint name the others are compared with")
     parser.add_argument("--out", default="runs/codec_rank")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--judge-cache",
+        default=JUDGE_CACHE,
+        help=f"JSON file of the judge's transcripts, shared by rankings ('none': off; default {JUDGE_CACHE})",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
@@ -316,9 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     clips = set_clips(args.set) if args.set else turn_clips(args.turns)
     from e2e_voice.stt.whisper import WhisperSTT
 
-    judge = MemoJudge(WhisperSTT)
+    judge = MemoJudge(WhisperSTT, cache=judge_cache(args.judge_cache))
     out = Path(args.out)
-    results = evaluate_all(checkpoints, clips, set_name, out, judge)
+    try:
+        results = evaluate_all(checkpoints, clips, set_name, out, judge)
+    finally:
+        judge.save()  # what was transcribed before a failure is kept too
     ranking = rank(results, args.baseline)
     (out / "rank.json").write_text(json.dumps(ranking, indent=2))
     text = to_markdown(ranking, set_name)

@@ -155,8 +155,10 @@ def test_rank_cli_end_to_end_with_whisper_and_resume(
     espeak_set: Path, two_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "rank"
-    args = ["--set", str(espeak_set), "--baseline", "r0", "--out", str(out), "--checkpoint"]
+    cache = tmp_path / "judge.json"
+    args = ["--set", str(espeak_set), "--baseline", "r0", "--judge-cache", str(cache), "--checkpoint"]
     args += [str(p) for p in two_checkpoints.values()]
+    args = ["--out", str(out), *args]
     assert codec_rank.main(args) == 0
     first = capsys.readouterr().out
     assert "(6 judge transcriptions)" in first  # the 2 originals once, 2 reconstructions per checkpoint
@@ -173,6 +175,19 @@ def test_rank_cli_end_to_end_with_whisper_and_resume(
     # A rerun reuses both evaluations: no transcription at all.
     assert codec_rank.main(args) == 0
     assert "(0 judge transcriptions)" in capsys.readouterr().out
+    # Another output folder evaluates both checkpoints again, but the judge cache heard every clip before.
+    assert codec_rank.main(["--out", str(tmp_path / "again"), *args[2:]]) == 0
+    assert "(0 judge transcriptions)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "again/rank.json").read_text()) == ranking
+    # Without it the originals are transcribed again.
+    off = ["--out", str(tmp_path / "off"), *args[2:]]
+    assert (
+        codec_rank.main(
+            [*off[: off.index("--judge-cache") + 1], "none", *off[off.index("--judge-cache") + 2 :]]
+        )
+        == 0
+    )
+    assert "(6 judge transcriptions)" in capsys.readouterr().out
 
 
 def _summary(
@@ -292,6 +307,37 @@ def test_memo_judge_transcribes_each_clip_once() -> None:
     a, b = np.zeros(100, np.float32), np.ones(100, np.float32)
     assert [judge.transcribe(x, SAMPLE_RATE) for x in (a, b, a.copy(), b)] == ["100 samples"] * 4
     assert judge.calls == 2 and len(heard) == 2
+
+
+def test_memo_judge_cache_outlives_the_process(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    heard: list[int] = []
+
+    class Judge:
+        def transcribe(self, audio: np.ndarray, sr: int) -> str:
+            heard.append(audio.size)
+            return f"{audio.size} samples"
+
+    cache = tmp_path / "cache/judge.json"
+    a, b = np.zeros(100, np.float32), np.ones(50, np.float32)
+    first = codec_rank.MemoJudge(Judge, cache=cache)
+    first.transcribe(a, SAMPLE_RATE)
+    first.save()
+    second = codec_rank.MemoJudge(Judge, cache=cache)
+    assert second.transcribe(a.copy(), SAMPLE_RATE) == "100 samples" and second.calls == 0
+    assert second.transcribe(b, SAMPLE_RATE) == "50 samples" and second.calls == 1
+    assert second.transcribe(a, 16_000) and second.calls == 2  # another rate is another clip
+    other = codec_rank.MemoJudge(Judge, cache=cache, judge_name="whisper-small")
+    other.transcribe(a, SAMPLE_RATE)
+    assert other.calls == 1  # another judge never reuses whisper-base's transcripts
+    cache.write_text('{"truncated": ')
+    with caplog.at_level("WARNING"):
+        broken = codec_rank.MemoJudge(Judge, cache=cache)
+    assert "unreadable" in caplog.text and broken.memo == {}
+    broken.transcribe(a, SAMPLE_RATE)
+    broken.save()  # replaces the broken file with a good one
+    assert codec_rank.MemoJudge(Judge, cache=cache).transcribe(a, SAMPLE_RATE) == "100 samples"
+    assert not cache.with_suffix(".json.tmp").exists()
+    assert codec_rank.judge_cache("none") is None and codec_rank.judge_cache("x.json") == Path("x.json")
 
 
 def test_group_summary_pools_words_not_clip_means(tmp_path: Path) -> None:
