@@ -390,6 +390,18 @@ RECIPE_CHANGES = [
         {"loss.mel_floor": (1e-5, 1e-3), "loss.spec_floor": (None, 0.05)},
         id="floor60",
     ),
+    pytest.param(  # both floors 20 dB higher, ~40 dB below the loudest speech
+        "codec_cpu_deep_qd0_floor60",
+        "codec_cpu_deep_qd0_floor40",
+        {"loss.mel_floor": (1e-3, 1e-2), "loss.spec_floor": (0.05, 0.5)},
+        id="floor40",
+    ),
+    pytest.param(  # both floors 20 dB lower, ~80 dB below the loudest speech
+        "codec_cpu_deep_qd0_floor60",
+        "codec_cpu_deep_qd0_floor80",
+        {"loss.mel_floor": (1e-3, 1e-4), "loss.spec_floor": (0.05, 0.005)},
+        id="floor80",
+    ),
 ]
 
 
