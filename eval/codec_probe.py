@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from e2e_voice.codec import MimiCodec
 from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE, SpectralDecoder, frame_spectrum
 from eval.codec import Clip, evaluate_clips, load_eval_codec, select_groups, set_clips
-from eval.codec_rank import JUDGE_CACHE, MemoJudge, judge_cache, plot, rank, to_markdown
+from eval.codec_rank import MemoJudge, add_judge_cache_argument, judge_cache, plot, rank, to_markdown
 
 KINDS = {
     "original-phase": False,
@@ -296,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", nargs="*", default=None, help="keep only these groups of the set")
     parser.add_argument("--out", default="runs/codec_probe")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--judge-cache",
-        default=JUDGE_CACHE,
-        help=f"the judge's transcripts, shared with eval.codec_rank ('none': off; default {JUDGE_CACHE})",
-    )
+    add_judge_cache_argument(parser)
     args = parser.parse_args(argv)
     try:
         variants = [parse_variant(v) for v in args.variants]

@@ -107,6 +107,15 @@ class MemoJudge:
 JUDGE_CACHE = "runs/judge_cache/whisper-base.json"
 
 
+def add_judge_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """``--judge-cache``, shared by this module's and ``eval.codec_probe``'s command lines."""
+    parser.add_argument(
+        "--judge-cache",
+        default=JUDGE_CACHE,
+        help=f"the judge's transcripts, shared by rankings and probes ('none': off; default {JUDGE_CACHE})",
+    )
+
+
 def judge_cache(arg: str) -> Path | None:
     """``--judge-cache`` as a path, or None for ``none``."""
     return None if arg.strip().lower() in ("", "none") else Path(arg)
@@ -345,11 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=None, help="the checkpoint name the others are compared with")
     parser.add_argument("--out", default="runs/codec_rank")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--judge-cache",
-        default=JUDGE_CACHE,
-        help=f"JSON file of the judge's transcripts, shared by rankings ('none': off; default {JUDGE_CACHE})",
-    )
+    add_judge_cache_argument(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)

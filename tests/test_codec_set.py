@@ -155,10 +155,10 @@ def test_rank_cli_end_to_end_with_whisper_and_resume(
     espeak_set: Path, two_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "rank"
-    cache = tmp_path / "judge.json"
-    args = ["--set", str(espeak_set), "--baseline", "r0", "--judge-cache", str(cache), "--checkpoint"]
-    args += [str(p) for p in two_checkpoints.values()]
-    args = ["--out", str(out), *args]
+    common = ["--set", str(espeak_set), "--baseline", "r0", "--checkpoint"]
+    common += [str(p) for p in two_checkpoints.values()]
+    cache = ["--judge-cache", str(tmp_path / "judge.json")]
+    args = ["--out", str(out), *cache, *common]
     assert codec_rank.main(args) == 0
     first = capsys.readouterr().out
     assert "(6 judge transcriptions)" in first  # the 2 originals once, 2 reconstructions per checkpoint
@@ -176,17 +176,11 @@ def test_rank_cli_end_to_end_with_whisper_and_resume(
     assert codec_rank.main(args) == 0
     assert "(0 judge transcriptions)" in capsys.readouterr().out
     # Another output folder evaluates both checkpoints again, but the judge cache heard every clip before.
-    assert codec_rank.main(["--out", str(tmp_path / "again"), *args[2:]]) == 0
+    assert codec_rank.main(["--out", str(tmp_path / "again"), *cache, *common]) == 0
     assert "(0 judge transcriptions)" in capsys.readouterr().out
     assert json.loads((tmp_path / "again/rank.json").read_text()) == ranking
     # Without it the originals are transcribed again.
-    off = ["--out", str(tmp_path / "off"), *args[2:]]
-    assert (
-        codec_rank.main(
-            [*off[: off.index("--judge-cache") + 1], "none", *off[off.index("--judge-cache") + 2 :]]
-        )
-        == 0
-    )
+    assert codec_rank.main(["--out", str(tmp_path / "off"), "--judge-cache", "none", *common]) == 0
     assert "(6 judge transcriptions)" in capsys.readouterr().out
 
 
