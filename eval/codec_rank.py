@@ -8,8 +8,8 @@ after the file). A name ending in ``@N`` decodes from the first ``N`` RVQ levels
 same file at half the bitrate), so one file can be ranked at several bitrates. Each one is evaluated
 by :func:`eval.codec.evaluate_clips` (its ``codec_metrics.json`` and ``.md`` land in ``OUT/NAME/``). The
 judge's transcript of each original clip is computed once and shared, also with later rankings and
-probes through a judge cache (``--judge-cache``, default ``runs/judge_cache/whisper-base.json``, keyed by
-the clip's samples and the judge), and a checkpoint whose results are
+probes through a judge cache (``--judge-cache``, default ``runs/judge_cache/transcripts.json``, keyed by
+the clip's samples and the judge's class and settings), and a checkpoint whose results are
 already in ``OUT/NAME/`` for the same file (size and mtime), level count and set is not evaluated again:
 an interrupted ranking resumes, and adding a checkpoint costs only its own evaluation.
 
@@ -27,6 +27,8 @@ first checkpoint (see ``eval.codec``); use ``eval.codec`` alone or ``make bench`
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -53,26 +55,54 @@ from eval.metrics import bootstrap_ci
 log = logging.getLogger(__name__)
 
 
+def judge_identity(factory: Any) -> str:
+    """Name what decides a judge's transcripts: its class and the settings it is built with.
+
+    For a dataclass (``WhisperSTT``) every init field's default goes in, overridden by the keywords of a
+    ``functools.partial`` around it, so changing the judge's model, path, compute type, beam or language
+    changes the name and a cache keyed by it never serves another judge's transcripts.
+
+    Args:
+        factory: a class, or a ``functools.partial`` of one, that builds the judge.
+    """
+    keywords: dict[str, Any] = {}
+    while isinstance(factory, functools.partial):
+        keywords = {**factory.keywords, **keywords}
+        factory = factory.func
+    settings: dict[str, Any] = {}
+    if dataclasses.is_dataclass(factory):
+        settings = {
+            f.name: f.default
+            for f in dataclasses.fields(factory)
+            if f.init and f.default is not dataclasses.MISSING
+        }
+    settings.update(keywords)
+    name = getattr(factory, "__qualname__", type(factory).__qualname__)
+    return name + "(" + ",".join(f"{k}={v!r}" for k, v in sorted(settings.items())) + ")"
+
+
 class MemoJudge:
     """A judge that transcribes each distinct clip once (keyed by its samples), built on first use.
 
     With ``cache``, the transcripts also outlive the process: they are read from that JSON file at start
     and written back by :meth:`save`, so rankings into other output folders do not transcribe the same
     original clips again (~2 min for the 120 clips of the evaluation set). The key is the clip's samples
-    and rate plus ``judge_name``, so another judge model never reuses them. An unreadable cache file is
+    and rate plus ``judge_name`` (by default :func:`judge_identity` of ``factory``), so a judge with another
+    model or settings never reuses them. An unreadable cache file is
     reported and replaced, never trusted.
 
     Args:
         factory: builds the real judge (an object with ``transcribe(audio, sr) -> str``).
         cache: JSON file of earlier transcripts, or None to keep them in memory only.
-        judge_name: names the judge in the keys (another model, another key).
+        judge_name: names the judge in the keys (another judge, another key); None derives it from
+            ``factory`` with :func:`judge_identity`.
     """
 
-    def __init__(self, factory: Any, cache: Path | None = None, judge_name: str = "whisper-base") -> None:
+    def __init__(self, factory: Any, cache: Path | None = None, judge_name: str | None = None) -> None:
         self._factory = factory
         self._judge: Any = None
         self.cache = cache
-        self.judge_name = judge_name
+        self.judge_name = judge_identity(factory) if judge_name is None else judge_name
         self.memo: dict[str, str] = {}
         self.calls = 0  # real transcriptions (memo misses)
         if cache is not None and cache.is_file():
@@ -104,7 +134,7 @@ class MemoJudge:
         tmp.replace(self.cache)
 
 
-JUDGE_CACHE = "runs/judge_cache/whisper-base.json"
+JUDGE_CACHE = "runs/judge_cache/transcripts.json"  # one file for every judge: the keys name the judge
 
 
 def add_judge_cache_argument(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -303,6 +304,27 @@ def test_memo_judge_transcribes_each_clip_once() -> None:
     assert judge.calls == 2 and len(heard) == 2
 
 
+def test_judge_identity_follows_the_judge_settings() -> None:
+    from e2e_voice.stt.whisper import WhisperSTT
+
+    base = codec_rank.judge_identity(WhisperSTT)
+    assert base.startswith("WhisperSTT(") and "model='whisper-base'" in base and "compute_type='int8'" in base
+    assert codec_rank.MemoJudge(WhisperSTT).judge_name == base  # built lazily: nothing loaded here
+    small = codec_rank.judge_identity(functools.partial(WhisperSTT, model="whisper-small"))
+    assert "model='whisper-small'" in small and small != base
+    beam = codec_rank.judge_identity(
+        functools.partial(functools.partial(WhisperSTT, beam_size=5), language=None)
+    )
+    assert "beam_size=5" in beam and "language=None" in beam and "model='whisper-base'" in beam
+
+    class Plain:
+        pass
+
+    assert (
+        codec_rank.judge_identity(Plain) == "test_judge_identity_follows_the_judge_settings.<locals>.Plain()"
+    )
+
+
 def test_memo_judge_cache_outlives_the_process(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     heard: list[int] = []
 
@@ -322,7 +344,7 @@ def test_memo_judge_cache_outlives_the_process(tmp_path: Path, caplog: pytest.Lo
     assert second.transcribe(a, 16_000) and second.calls == 2  # another rate is another clip
     other = codec_rank.MemoJudge(Judge, cache=cache, judge_name="whisper-small")
     other.transcribe(a, SAMPLE_RATE)
-    assert other.calls == 1  # another judge never reuses whisper-base's transcripts
+    assert other.calls == 1  # another judge never reuses this one's transcripts
     cache.write_text('{"truncated": ')
     with caplog.at_level("WARNING"):
         broken = codec_rank.MemoJudge(Judge, cache=cache)
