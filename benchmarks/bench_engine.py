@@ -11,13 +11,17 @@ conversation). A batch size is sustained when the median tick fits in 80 ms and 
 pair instead (checkpoints/lm_tiny with checkpoints/codec_cpu), fed with real speech. moshi's own
 server serves one conversation per process (it holds a lock around its single LMGen), so its figure
 is 1 when a tick fits in 80 ms.
-Writes runs/bench/engine.json and runs/bench/engine.md.
+Writes runs/bench/engine.json and runs/bench/engine.md, with the load average at start and end: the tick
+times are only meaningful on an otherwise idle CPU (another job made 24 conversations measure 90.5 ms a
+tick instead of 74.4), so a busy start is warned about on stderr and in the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +56,12 @@ CODECS = {
 
 
 COMMITTED_LM = "checkpoints/lm_tiny"
+BUSY_LOAD = 0.5  # 1-min load average above which another job is taking CPU time from the ticks
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the platform has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def build(codec_name: str, batch: int) -> DuplexEngine:
@@ -125,6 +135,13 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = load_average()
+    if load_start > BUSY_LOAD:
+        print(
+            f"warning: 1-min load average {load_start:.2f} before the benchmark: another job is using the"
+            " CPU, so the tick times will come out slower than on an idle machine",
+            file=sys.stderr,
+        )
     rows = []
     for codec_name in args.codecs:
         for b in tqdm(args.batches, desc=f"engine ({codec_name} codec)"):
@@ -135,6 +152,8 @@ def main() -> None:
     }
     result = {
         "threads": args.threads,
+        "loadavg_1m_start": round(load_start, 2),
+        "loadavg_1m_end": round(load_average(), 2),
         "rows": rows,
         "max_sustained_conversations": best,
         "moshi_server_conversations_per_process": 1,
@@ -158,6 +177,14 @@ def main() -> None:
         "Sustained in real time (p50 <= 80 ms, p90 <= 100 ms): "
         + ", ".join(f"{c} codec: {n}" for c, n in best.items())
         + ". moshi's server: 1 conversation per process.",
+        "",
+        f"1-min load average {result['loadavg_1m_start']:.2f} at the start,"
+        f" {result['loadavg_1m_end']:.2f} at the end"
+        + (
+            f" (above {BUSY_LOAD}: another job shared the CPU, the ticks are slower than on an idle machine)."
+            if load_start > BUSY_LOAD
+            else " (the benchmark's own threads raise it while it runs)."
+        ),
     ]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
