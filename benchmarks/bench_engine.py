@@ -11,16 +11,16 @@ conversation). A batch size is sustained when the median tick fits in 80 ms and 
 pair instead (checkpoints/lm_tiny with checkpoints/codec_cpu), fed with real speech. moshi's own
 server serves one conversation per process (it holds a lock around its single LMGen), so its figure
 is 1 when a tick fits in 80 ms.
-Writes runs/bench/engine.json and runs/bench/engine.md, with the load average at start and end: the tick
+Writes runs/bench/engine.json and runs/bench/engine.md, with how busy the CPU was just before: the tick
 times are only meaningful on an otherwise idle CPU (another job made 24 conversations measure 90.5 ms a
-tick instead of 74.4), so a busy start is warned about on stderr and in the report.
+tick instead of 74.4), so a busy start is warned about on stderr and in the report. Busy is measured from
+/proc/stat over one second, not from the load average, which stays high for a minute after a job ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -56,12 +56,24 @@ CODECS = {
 
 
 COMMITTED_LM = "checkpoints/lm_tiny"
-BUSY_LOAD = 0.5  # 1-min load average above which another job is taking CPU time from the ticks
+BUSY = 0.25  # share of the CPU other jobs use, above which they take time from the ticks
 
 
-def load_average() -> float:
-    """The 1-minute load average (NaN where the platform has none)."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Share of all cores' time spent busy (not idle or waiting on I/O) over ``seconds``; NaN off Linux."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return float("nan")
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
 def build(codec_name: str, batch: int) -> DuplexEngine:
@@ -135,11 +147,11 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    load_start = load_average()
-    if load_start > BUSY_LOAD:
+    busy = cpu_busy()
+    if busy > BUSY:
         print(
-            f"warning: 1-min load average {load_start:.2f} before the benchmark: another job is using the"
-            " CPU, so the tick times will come out slower than on an idle machine",
+            f"warning: other jobs kept the CPU {busy:.0%} busy just before the benchmark, so the tick"
+            " times will come out slower than on an idle machine",
             file=sys.stderr,
         )
     rows = []
@@ -152,8 +164,7 @@ def main() -> None:
     }
     result = {
         "threads": args.threads,
-        "loadavg_1m_start": round(load_start, 2),
-        "loadavg_1m_end": round(load_average(), 2),
+        "cpu_busy_before": round(busy, 3),
         "rows": rows,
         "max_sustained_conversations": best,
         "moshi_server_conversations_per_process": 1,
@@ -178,12 +189,11 @@ def main() -> None:
         + ", ".join(f"{c} codec: {n}" for c, n in best.items())
         + ". moshi's server: 1 conversation per process.",
         "",
-        f"1-min load average {result['loadavg_1m_start']:.2f} at the start,"
-        f" {result['loadavg_1m_end']:.2f} at the end"
+        f"CPU busy over the second before the benchmark: {busy:.0%}"
         + (
-            f" (above {BUSY_LOAD}: another job shared the CPU, the ticks are slower than on an idle machine)."
-            if load_start > BUSY_LOAD
-            else " (the benchmark's own threads raise it while it runs)."
+            f" (above {BUSY:.0%}: another job shared the CPU, the ticks are slower than on an idle machine)."
+            if busy > BUSY
+            else " (idle enough)."
         ),
     ]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
