@@ -29,7 +29,7 @@ VARIANTS: dict[str, list[str]] = {
     "tiny": ["codec=tiny"],
     "tiny_25hz": ["codec=tiny", "+codec.frame_rate=25.0"],
     "small": ["codec=small"],
-    "cpu_spectral": ["codec=cpu", "codec.checkpoint=null"],  # the committed architecture (v8, as v7, v6)
+    "cpu_spectral": ["codec=cpu", "codec.checkpoint=null"],  # the committed architecture (v9, as v8, v7, v6)
     "cpu_spectral_v5": ["codec=cpu", "codec.checkpoint=null", "codec.transformer_layers=2"],  # v5: 2 layers
     "kyutai": ["codec=kyutai"],
 }

@@ -2,7 +2,7 @@
 what share of the L1 error, and whether the reconstruction is too loud or too quiet there.
 
     python -m eval.codec_levels --set data/generated/codec_eval --groups assistant \\
-        --checkpoint v8=checkpoints/codec_cpu/codec.safetensors --out runs/codec_levels
+        --checkpoint v9=checkpoints/codec_cpu/codec.safetensors --out runs/codec_levels
 
 The mel scales are the training loss's (``n_fft`` 256 / 512 / 1024 / 2048 with 32 / 64 / 80 / 128 bands, the
 metric's 1e-5 floor). Each bin of the original's log10 mel falls in one band of ``--edges`` (default -4,

@@ -396,7 +396,7 @@ RECIPE_CHANGES = [
         {"loss.mel_floor": (1e-3, 1e-2), "loss.spec_floor": (0.05, 0.5)},
         id="floor40",
     ),
-    pytest.param(  # both floors 20 dB lower, ~80 dB below the loudest speech
+    pytest.param(  # both floors 20 dB lower, ~80 dB below the loudest speech (v9)
         "codec_cpu_deep_qd0_floor60",
         "codec_cpu_deep_qd0_floor80",
         {"loss.mel_floor": (1e-3, 1e-4), "loss.spec_floor": (0.05, 0.005)},
