@@ -402,6 +402,12 @@ RECIPE_CHANGES = [
         {"loss.mel_floor": (1e-3, 1e-4), "loss.spec_floor": (0.05, 0.005)},
         id="floor80",
     ),
+    pytest.param(  # 2,000 more steps: the rest of the CPU recipe's hour
+        "codec_cpu_deep_qd0_floor80",
+        "codec_cpu_deep_qd0_floor80_long",
+        {"train.steps": (9500, 11500)},
+        id="floor80_long",
+    ),
 ]
 
 
