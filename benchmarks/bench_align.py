@@ -9,7 +9,8 @@ Whisper's times come early by a roughly constant amount per engine. The per-engi
 and the error is reported, before and after that correction, on another (the user prompts), so the
 numbers are not measured on the sentences the offset was fitted to. The fitted offsets are what
 ``alignment.offsets_s`` in ``configs/synth_data.yaml`` holds. Writes ``runs/bench/align.json`` and
-``runs/bench/align.md``.
+``runs/bench/align.md``, with the machine and how busy its CPU was just before (``machine.py``; threads
+there are Whisper's CPU threads). The errors do not depend on the load, only the ``seconds`` do.
 
     python benchmarks/bench_align.py [--sentences 10]
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import context_line, machine_context
 
 from e2e_voice.constants import REPO_ROOT
 from e2e_voice.data import content
@@ -72,6 +74,7 @@ def main() -> None:
     fit_texts = list(content.TEMPLATE_SENTENCES[: args.sentences])
     test_texts = list(content.PROMPTS[: args.sentences])
     rows: list[dict[str, Any]] = []
+    machine = machine_context(aligner.threads)
     t0 = time.perf_counter()
     for spec in VOICES:
         sets = {}
@@ -99,12 +102,15 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
         "sentences_per_set": args.sentences,
         "model": aligner.model,
+        "machine": machine,
     }
     out = REPO_ROOT / "runs" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "align.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# Word timestamps: Whisper forced alignment vs word-by-word ground truth (held-out sentences)",
+        "",
+        context_line(machine),
         "",
         "| voice | words | offset [start, end] s | start err ms before | after"
         " | boundary err ms before | after | within 100 ms after |",

@@ -5,7 +5,8 @@ Uses clips already in the synth-data clip cache (real Kokoro answers and user tu
 with an empty cache it synthesizes user prompts with espeak-ng and template answers with Kokoro),
 groups them ``--per-conversation`` at a time like a conversation, and times both methods in the same
 process, alternating, so a shared machine loads both alike. Prints CPU and wall seconds, the ratio, and
-how far the two methods' word times are apart; writes ``runs/bench/align_speed.{json,md}``.
+how far the two methods' word times are apart; writes ``runs/bench/align_speed.{json,md}``, with the
+machine and how busy its CPU was just before timing (``machine.py``; threads there are Whisper's).
 
     python benchmarks/bench_align_speed.py [--clips 18] [--per-conversation 6] [--cache DIR]
 """
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import context_line, machine_context
 
 from e2e_voice.assets.registry import cache_dir
 from e2e_voice.constants import REPO_ROOT
@@ -57,6 +59,7 @@ def main() -> None:
     cost = {"per_clip": [0.0, 0.0], "batched": [0.0, 0.0]}  # [cpu s, wall s]
     old: list = []
     new: list = []
+    machine = machine_context(aligner.threads)
     for _ in range(args.repeats):
         for name in cost:
             c, w = time.process_time(), time.perf_counter()
@@ -81,13 +84,13 @@ def main() -> None:
         "wall_ratio": round(cost["per_clip"][1] / cost["batched"][1], 2),
         "old_vs_new_median_ms": round(1000 * float(np.median(diff)), 1),
         "old_vs_new_mean_ms": round(1000 * float(np.mean(diff)), 1),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(row))
     out = REPO_ROOT / "runs" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "align_speed.json").write_text(json.dumps(row, indent=2))
+    (out / "align_speed.json").write_text(json.dumps({**row, "machine": machine}, indent=2))
     lines = ["# Word alignment speed: per-clip transcription vs batched forced alignment", ""]
+    lines += [context_line(machine), ""]
     lines += ["| measure | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in row.items())]
     (out / "align_speed.md").write_text("\n".join(lines) + "\n")
 

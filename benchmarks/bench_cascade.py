@@ -5,7 +5,8 @@ real-time mode (steps paced at 80 ms of wall time, workers in threads) with the 
 per setting: Kokoro with phrase-level TTS (the default), Piper with phrase-level TTS, Kokoro with
 sentence-level TTS (what a naive cascade does), and Kokoro without first-audio priority (the LLM keeps
 generating while the first phrase is synthesized). Latency = first assistant audio out - onset of user
-silence, as Pipecat and LiveKit define it. Writes ``runs/bench/cascade.json`` and ``cascade.md``.
+silence, as Pipecat and LiveKit define it. Writes ``runs/bench/cascade.json`` and ``cascade.md``, with
+the machine and how busy its CPU was just before the first setting (``machine.py``).
 
     python benchmarks/bench_cascade.py [--turns 10] [--settings kokoro-phrase piper-phrase ...]
 """
@@ -15,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import context_line, machine_context
 
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT, SAMPLE_RATE
 
@@ -133,10 +133,11 @@ def run_setting(name: str, overrides: list[str], user: np.ndarray) -> dict[str, 
     }
 
 
-def markdown(results: list[dict[str, Any]], context: str) -> str:
+def markdown(results: list[dict[str, Any]], context: str, machine: dict[str, Any] | None) -> str:
     lines = [
         "# Cascade voice-to-voice latency (real-time mode)",
         "",
+        *([context_line(machine), ""] if machine else []),  # files saved before machine.py lack it
         context,
         "",
         "Latency = first assistant audio out - onset of user silence (Pipecat / LiveKit definition).",
@@ -186,7 +187,7 @@ def main() -> None:
         for r in saved["results"]:
             r["stages"] = summarize(r["per_turn"])
         (out / "cascade.json").write_text(json.dumps(saved, indent=2))
-        md = markdown(saved["results"], saved["context"])
+        md = markdown(saved["results"], saved["context"], saved.get("machine"))
         (out / "cascade.md").write_text(md)
         print(md)
         return
@@ -195,6 +196,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     user = user_recording(args.turns, args.gap)
+    machine = machine_context(2)
     results = []
     for name in args.settings:
         print(f"== {name}: {args.turns} turns, {len(user) / SAMPLE_RATE:.0f} s in real time")
@@ -202,16 +204,14 @@ def main() -> None:
         results.append(run_setting(name, overrides, user))
         v2v = results[-1]["stages"]["voice_to_voice"]
         print(f"   voice-to-voice p50 {v2v['p50_ms']:.0f} ms, p90 {v2v['p90_ms']:.0f} ms")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     context = (
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.processor() or 'CPU'}"
-        f" ({os.cpu_count()} cores, torch threads 2, load average {load:.1f} at the end: the CPU was shared"
-        f" with other jobs). {args.turns} espeak-ng questions, {args.gap:.0f} s apart; Whisper base int8,"
+        f"{args.turns} espeak-ng questions, {args.gap:.0f} s apart; Whisper base int8,"
         f" SmolLM2-135M bf16 (answers capped at {args.max_new_tokens} tokens)."
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cascade.json").write_text(json.dumps({"context": context, "results": results}, indent=2))
-    md = markdown(results, context)
+    saved = {"machine": machine, "context": context, "results": results}
+    (out / "cascade.json").write_text(json.dumps(saved, indent=2))
+    md = markdown(results, context, machine)
     (out / "cascade.md").write_text(md)
     print(md)
 

@@ -1,7 +1,8 @@
 """Codec speed: encode+decode real-time factor per variant, streamed per frame and as a whole clip.
 
 RTF = compute seconds / audio seconds (below 1 is faster than real time). Random weights (speed does
-not depend on them). Writes runs/bench/codec.json and codec.md.
+not depend on them). Writes runs/bench/codec.json and codec.md, with the machine and how busy its CPU
+was just before (``machine.py``).
 
     python benchmarks/bench_codec.py [--seconds 4] [--threads 2] [--variants tiny small cpu_spectral kyutai]
 """
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from machine import context_line, machine_context
 
 from e2e_voice.codec import MimiCodec, randomize_codebooks
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT, SAMPLE_RATE
@@ -90,10 +90,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Codec speed (encode + decode, batch 1, random weights)",
         "",
-        f"{ctx['threads']} threads, {ctx['cpu_count']} visible cores, torch {ctx['torch']},"
-        f" {ctx['seconds']:.2f} s clip, {ctx['repeats']} repeats. Load average at start"
-        f" {ctx['loadavg_start']}: on a shared machine compare the variants with each other,"
-        " not with other runs.",
+        context_line(result["machine"]),
+        "",
+        f"{ctx['seconds']:.2f} s clip, {ctx['repeats']} repeats.",
         "",
         "| variant | params M | frame ms | kbps | stream ms/frame (p50) | p90 | stream RTF"
         " | whole-clip RTF |",
@@ -117,15 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    context = {
-        "threads": args.threads,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "seconds": args.seconds,
-        "repeats": args.repeats,
-        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
-    }
+    context = {"seconds": args.seconds, "repeats": args.repeats}
+    machine = machine_context(args.threads)
     variants = []
     for name in args.variants:
         r = bench_variant(name, args.seconds, args.repeats)
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             f" whole-clip RTF {r['whole_rtf']:.2f}"
         )
         variants.append(r)
-    result = {"context": context, "variants": variants}
+    result = {"machine": machine, "context": context, "variants": variants}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "codec.json").write_text(json.dumps(result, indent=2))

@@ -6,7 +6,8 @@ inference they keep the convs that also stream. This times the trainer's own ste
 AdamW) with the FFT path on and off, in alternating blocks in one process, so that both see the same
 machine state. Random initial weights; crops from the repository's fixture dialogues (step time does
 not depend on either). Distillation is off: its teacher features are precomputed in training and its
-head is one 1x1 conv. Writes runs/bench/codec_train.json and .md.
+head is one 1x1 conv. Writes runs/bench/codec_train.json and .md, with the machine and how busy its
+CPU was just before the timed blocks (``machine.py``).
 
     python benchmarks/bench_codec_train.py [--experiment codec_cpu_deep] [--threads 2] [--rounds 6]
 """
@@ -15,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra import compose, initialize_config_dir
+from machine import context_line, machine_context
 
 from e2e_voice.codec.stft_layers import CausalISTFT, CausalSTFT
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
@@ -64,6 +63,7 @@ def run(experiment: str, threads: int, rounds: int, steps_per_block: int) -> dic
             _set_fft(trainer, on)
             for _ in range(3):
                 step()
+        machine = machine_context(threads)
         times: dict[str, list[float]] = {"fft": [], "conv": []}
         for r in range(rounds):
             order = ("fft", "conv") if r % 2 == 0 else ("conv", "fft")
@@ -80,7 +80,7 @@ def run(experiment: str, threads: int, rounds: int, steps_per_block: int) -> dic
         "step_s_median": med,
         "step_s_mean": {k: statistics.fmean(v) for k, v in times.items()},
         "speedup": med["conv"] / med["fft"],
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "machine": machine,
     }
 
 
@@ -99,8 +99,10 @@ def main() -> None:
     md = [
         f"# Codec training step: FFT vs conv STFT layers ({result['experiment']})",
         "",
-        f"{result['machine']}; {result['threads']} threads; batch {result['batch']} x "
-        f"{result['crop_seconds']} s crops; {result['steps_each']} steps each, alternating blocks.",
+        context_line(result["machine"]),
+        "",
+        f"Batch {result['batch']} x {result['crop_seconds']} s crops; {result['steps_each']} steps each,"
+        " alternating blocks.",
         "",
         "| path | median step (s) | mean step (s) |",
         "|---|---|---|",

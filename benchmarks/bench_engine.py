@@ -11,22 +11,22 @@ conversation). A batch size is sustained when the median tick fits in 80 ms and 
 pair instead (checkpoints/lm_tiny with checkpoints/codec_cpu), fed with real speech. moshi's own
 server serves one conversation per process (it holds a lock around its single LMGen), so its figure
 is 1 when a tick fits in 80 ms.
-Writes runs/bench/engine.json and runs/bench/engine.md, with how busy the CPU was just before: the tick
-times are only meaningful on an otherwise idle CPU (another job made 24 conversations measure 90.5 ms a
-tick instead of 74.4), so a busy start is warned about on stderr and in the report. Busy is measured from
-/proc/stat over one second, not from the load average, which stays high for a minute after a job ends.
+Writes runs/bench/engine.json and runs/bench/engine.md, with the machine and how busy its CPU was just
+before (``machine.py``): the tick times are only meaningful on an otherwise idle CPU (another job made 24
+conversations measure 90.5 ms a tick instead of 74.4), so a busy start is warned about on stderr and in
+the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import context_line, machine_context
 from tqdm import tqdm
 
 from e2e_voice.codec.codec import build_codec
@@ -56,24 +56,6 @@ CODECS = {
 
 
 COMMITTED_LM = "checkpoints/lm_tiny"
-BUSY = 0.25  # share of the CPU other jobs use, above which they take time from the ticks
-
-
-def cpu_busy(seconds: float = 1.0) -> float:
-    """Share of all cores' time spent busy (not idle or waiting on I/O) over ``seconds``; NaN off Linux."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except OSError:
-        return float("nan")
-    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
 def build(codec_name: str, batch: int) -> DuplexEngine:
@@ -147,13 +129,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    busy = cpu_busy()
-    if busy > BUSY:
-        print(
-            f"warning: other jobs kept the CPU {busy:.0%} busy just before the benchmark, so the tick"
-            " times will come out slower than on an idle machine",
-            file=sys.stderr,
-        )
+    machine = machine_context(args.threads)
     rows = []
     for codec_name in args.codecs:
         for b in tqdm(args.batches, desc=f"engine ({codec_name} codec)"):
@@ -164,7 +140,7 @@ def main() -> None:
     }
     result = {
         "threads": args.threads,
-        "cpu_busy_before": round(busy, 3),
+        "machine": machine,
         "rows": rows,
         "max_sustained_conversations": best,
         "moshi_server_conversations_per_process": 1,
@@ -177,6 +153,8 @@ def main() -> None:
         f"# Batched engine, tiny LM ({'trained' if name == 'engine_committed' else 'random weights'}),"
         f" {args.threads} CPU threads",
         "",
+        context_line(machine),
+        "",
         "| codec | conversations | tick p50 (ms) | tick p90 (ms) | real time |",
         "| --- | --- | --- | --- | --- |",
         *[
@@ -188,13 +166,6 @@ def main() -> None:
         "Sustained in real time (p50 <= 80 ms, p90 <= 100 ms): "
         + ", ".join(f"{c} codec: {n}" for c, n in best.items())
         + ". moshi's server: 1 conversation per process.",
-        "",
-        f"CPU busy over the second before the benchmark: {busy:.0%}"
-        + (
-            f" (above {BUSY:.0%}: another job shared the CPU, the ticks are slower than on an idle machine)."
-            if busy > BUSY
-            else " (idle enough)."
-        ),
     ]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

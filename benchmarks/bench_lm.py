@@ -11,21 +11,22 @@ Measures (random weights; the step cost does not depend on them):
   ``tiny`` config at B=1 and B=8, and a SmolLM2-shaped temporal transformer (d=576, 30 layers,
   9/3 heads) at B=1, fp32; median over ``--frames`` steps after warm-up;
 * training frames per second for ``tiny`` (forward + backward + AdamW, B=8, 64 frames).
-Writes ``runs/bench/lm.json`` and ``runs/bench/lm.md``. Anchors (ANCHORS.md, 2 cores): tiny 15 ms at
-B=1, 24 ms at B=8; SmolLM2-shaped 86 ms fp32 at B=1.
+Writes ``runs/bench/lm.json`` and ``runs/bench/lm.md``, with the machine and how busy its CPU was just
+before (``machine.py``). Anchors (ANCHORS.md, 2 cores): tiny 15 ms at B=1, 24 ms at B=8; SmolLM2-shaped
+86 ms fp32 at B=1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from machine import context_line, machine_context
 from moshi.utils.compile import no_compile
 from omegaconf import OmegaConf
 from tqdm import tqdm
@@ -109,20 +110,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    machine = machine_context(args.threads)
     rows: dict[str, Any] = {}
     with no_compile():
         rows["tiny_B1"] = time_steps(tiny_kwargs(), 1, args.frames)
         rows["tiny_B8"] = time_steps(tiny_kwargs(), 8, args.frames)
         rows["smol_shaped_B1"] = time_steps(smol_shaped_kwargs(), 1, max(10, args.frames // 2))
         train = time_training(tiny_kwargs())
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[0]
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "threads": args.threads,
-            "loadavg_1m": load,
-        },
+        "machine": machine,
         "step": rows,
         "train_tiny": train,
         "anchors_ms": {"tiny_B1": 15, "tiny_B8": 24, "smol_shaped_B1": 86},
@@ -132,7 +128,7 @@ def main() -> None:
     lines = [
         "# LM step per 80 ms frame (CPU, fp32, random weights)",
         "",
-        f"threads={args.threads}, 1-min load average at the end {load} (other jobs share this CPU)",
+        context_line(machine),
         "",
         "| model | params | batch | median ms/frame | p90 ms | x real time | anchor ms |",
         "|---|---|---|---|---|---|---|",

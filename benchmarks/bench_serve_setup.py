@@ -6,7 +6,8 @@ connection loads its own models, the behaviour before issue #6) and once with ``
 the first load is shared). For each, opens ``--connections`` conversations one after the other and
 times websocket connect -> the server's handshake, which is sent once the conversation's system is
 ready. Both settings run in the same process, one after the other; report the ratio. Writes
-``runs/bench/serve_setup.json`` and ``serve_setup.md``.
+``runs/bench/serve_setup.json`` and ``serve_setup.md``, with the machine and how busy its CPU was just
+before (``machine.py``).
 
     python benchmarks/bench_serve_setup.py [--connections 3] [--overrides cascade/tts=piper ...]
 """
@@ -17,8 +18,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from hydra import compose, initialize_config_dir
+from machine import context_line, machine_context
 
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
 from e2e_voice.serve.app import system_factory
@@ -72,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    machine = machine_context()
     runs = [measure(share, args.connections, args.overrides) for share in (False, True)]
     before, after = (sum(r["connection_setup_s"]) / len(r["connection_setup_s"]) for r in runs)
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": machine,
         "overrides": args.overrides,
         "runs": runs,
         "mean_setup_s": {"per_connection_models": before, "shared_models": after},
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Connection setup: `e2e-voice serve system=cascade` (connect -> handshake)",
         "",
-        f"{result['machine']}; offline cascade defaults {args.overrides or ''}, watermark on.",
+        context_line(machine),
+        "",
+        f"Offline cascade defaults {args.overrides or ''}, watermark on.",
         "",
         "| models | server start (s) | per connection (s) | mean (s) |",
         "| --- | --- | --- | --- |",

@@ -4,8 +4,8 @@ Runs the generator in-process on a fresh cache (every LLM answer, TTS clip and a
 the ``synth_data`` config plus overrides (default ``num_conversations=2 workers=1``), and prints
 one JSON line: audio seconds, wall and CPU seconds
 (this process and its threads; worker processes are not counted, so keep ``workers=1`` when comparing
-CPU), the load average around the run and the seconds per stage. CPU seconds are the steadier measure
-on a shared machine. Writes ``runs/bench/synth.{json,md}``.
+CPU), the seconds per stage, and the machine with how busy its CPU was just before (``machine.py``).
+CPU seconds are the steadier measure on a shared machine. Writes ``runs/bench/synth.{json,md}``.
 
 To compare two versions of the code side by side, alternate runs with each tree on the import path:
 
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import context_line, machine_context
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
         ]
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             settings = settings_from_config(compose("synth_data", overrides=overrides))
-        load0 = os.getloadavg()
+        machine = machine_context()
         wall, cpu = time.perf_counter(), time.process_time()
         result = generate(settings)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -57,14 +58,14 @@ def main() -> None:
             "cpu_s": round(cpu, 1),
             "x_real_time_wall": round(result.audio_seconds / wall, 3),
             "x_real_time_cpu": round(result.audio_seconds / cpu, 3),
-            "loadavg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
             "stage_s": {k: round(v, 1) for k, v in result.stage_seconds.items()},
         }
     print(json.dumps(row), flush=True)
     out = REPO_ROOT / "runs" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "synth.json").write_text(json.dumps(row, indent=2))
-    lines = ["# synth-data rate, cold cache", "", "| measure | value |", "| --- | --- |"]
+    (out / "synth.json").write_text(json.dumps({**row, "machine": machine}, indent=2))
+    lines = ["# synth-data rate, cold cache", "", context_line(machine), ""]
+    lines += ["| measure | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in row.items()]
     (out / "synth.md").write_text("\n".join(lines) + "\n")
 

@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_watermark.py [--clips 12] [--backend perth]
     .venv/bin/python benchmarks/bench_watermark.py --fpr-only [--manifest M.jsonl ...] [--audio-dir DIR ...]
 
-Writes runs/bench/watermark.json and runs/bench/watermark.md. Speech comes from the bundle's voices
+Writes runs/bench/watermark.json and runs/bench/watermark.md (the corpus part also to
+watermark_fpr_BACKEND.json / .md), each with the machine and how busy its CPU was just before
+(``machine.py``; only the streaming cost depends on it). Speech comes from the bundle's voices
 (Kokoro jm_kumo / jf_gongitsune, Piper) and espeak-ng, so the numbers are reproducible offline.
 
 False positives on real conversations: each dialogue's user channel (channel 1: human-like speech with
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from machine import context_line, machine_context
 from tqdm import tqdm
 
 from e2e_voice.audio.io import AudioError, load_audio, resample
@@ -214,14 +217,17 @@ def main() -> None:
             [] if args.audio_dir else [FIXTURE_MANIFEST]
         )
     files = dialogue_files(manifests, args.audio_dir)
+    machine = machine_context()
     corpus = corpus_detections(wm, files, args.window_s)
     corpus_md = corpus_lines(corpus, args.backend, args.assistant_marked)
     sources = [*manifests, *args.audio_dir]
     corpus_md += ["", f"Sources: {', '.join(sources)}."]
     (out / f"watermark_fpr_{args.backend}.json").write_text(
-        json.dumps({"sources": sources, **corpus}, indent=2)
+        json.dumps({"machine": machine, "sources": sources, **corpus}, indent=2)
     )
-    (out / f"watermark_fpr_{args.backend}.md").write_text("\n".join(corpus_md) + "\n")
+    (out / f"watermark_fpr_{args.backend}.md").write_text(
+        "\n".join([context_line(machine), "", *corpus_md]) + "\n"
+    )
     print("\n".join(corpus_md))
     if args.fpr_only:
         return
@@ -275,10 +281,13 @@ def main() -> None:
         "streaming_ms_per_80ms_frame": per_frame_ms,
         "offline_real_time_factor": offline_rtf,
         "corpus": corpus,
+        "machine": machine,
     }
     (out / "watermark.json").write_text(json.dumps(result, indent=2))
     lines = [
         f"# Watermark robustness ({args.backend}, {len(clips)} clips: Kokoro x2 voices, Piper, espeak-ng)",
+        "",
+        context_line(machine),
         "",
         "| transformation | detection rate (marked) | false positives (clean) |",
         "| --- | --- | --- |",
@@ -289,7 +298,7 @@ def main() -> None:
         *[f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in quality.items()],
         "",
         f"Streaming: {per_frame_ms:.1f} ms per 80 ms frame (one frame of delay); offline embed RTF"
-        f" {offline_rtf:.3f}. 2 CPU cores.",
+        f" {offline_rtf:.3f}.",
         "",
         *corpus_md,
     ]
