@@ -19,7 +19,10 @@ at a level between -26 and -16 dBFS. ``clip_NNN_GROUP.wav`` comes with its trans
         --checkpoint 'runs/train_codec/*/codec.safetensors'
 
 Clips on disk are kept (a rerun finishes an interrupted build); every random draw comes from
-``np.random.default_rng([seed, group, index])``, so a clip does not depend on the others.
+``np.random.default_rng([seed, group, index])``, so a clip does not depend on the others, and every
+engine reads the same way on every machine (Piper, which samples its prosody, is seeded by voice and
+text), so a rebuild gives the same set. Piper clips written before that (no ``"reading": "seeded"`` in
+their record) are read again by the next build.
 """
 
 from __future__ import annotations
@@ -94,6 +97,19 @@ def clip_voice(
     return VoicePool(engine, (voice,), rate=HELD_OUT_RATE).draw(rng)
 
 
+READING = "seeded"
+"""Every clip's record says its readings are seeded (Piper by voice + text, :func:`engines.reading_seed`)."""
+
+
+def reusable(record: dict) -> bool:
+    """Whether a finished clip can be kept: any but a Piper clip read before Piper readings were seeded.
+
+    Piper samples its prosody; its clips from before 2026-12-01 were random readings that no rebuild
+    repeats, so the set differed from machine to machine (the user group's WER moved by ~5 points).
+    """
+    return record.get("reading") == READING or not str(record.get("voice", "")).startswith("piper:")
+
+
 def render(spec: VoiceSpec, texts: Sequence[str], rng: np.random.Generator) -> np.ndarray:
     """``texts`` read by ``spec`` with 0.3-0.6 s pauses, 0.2 s of silence around, at -26..-16 dBFS.
 
@@ -166,8 +182,11 @@ def build(
         wav = out / f"clip_{i:03d}_{group}.wav"
         meta = wav.with_suffix(".json")
         if wav.exists() and meta.exists():  # a finished clip from an interrupted build
-            rows.append(json.loads(meta.read_text()))
-            continue
+            done = json.loads(meta.read_text())
+            if reusable(done):
+                rows.append(done)
+                continue
+            print(f"{wav.name}: an unseeded Piper reading from before 2026-12-01; reading it again")
         spec = clip_voice(group, i, assistant, users, seed)
         texts = bank[2 * i : 2 * i + 2]
         audio = render(spec, texts, np.random.default_rng([seed, GROUPS.index(group), i, 1]))
@@ -182,6 +201,7 @@ def build(
             "voice": spec.describe(),
             "text": text,
             "duration": round(audio.size / SAMPLE_RATE, 3),
+            "reading": READING,
         }
         meta.write_text(json.dumps(record) + "\n")
         rows.append(record)

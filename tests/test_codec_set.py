@@ -114,6 +114,15 @@ def test_build_writes_every_group_on_the_same_sentences_and_resumes(
     (tmp_path / rows[-1]["audio"]).unlink()
     codec_set.build(tmp_path, ASSISTANT, USERS, clips_per_group=3, sentences=bank)
     assert len(calls) == 20 and manifest.read_text().splitlines() == [json.dumps(r) for r in rows]
+    # A Piper clip from before readings were seeded (no "reading" in its record) is read again.
+    piper = {**rows[0], "voice": "piper:piper-en-us-joe rate=1.00"}
+    assert codec_set.reusable(piper) and codec_set.reusable({**rows[0]})
+    del piper["reading"]
+    assert not codec_set.reusable(piper) and codec_set.reusable({**piper, "voice": "espeak:en-us"})
+    meta = (tmp_path / rows[3]["audio"]).with_suffix(".json")
+    meta.write_text(json.dumps({**{k: v for k, v in rows[3].items() if k != "reading"}, "voice": "piper:x"}))
+    codec_set.build(tmp_path, ASSISTANT, USERS, clips_per_group=3, sentences=bank)
+    assert len(calls) == 22 and manifest.read_text().splitlines() == [json.dumps(r) for r in rows]
 
 
 def test_build_refuses_what_would_not_be_held_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -198,7 +198,7 @@ def make_smoke_corpus(out_dir: str | Path, repeats: int = 1) -> list[Path]:
     for r in range(repeats):
         tts = PiperTTS(length_scale=1.0 + 0.1 * r)
         for i, text in enumerate(tqdm(SMOKE_SENTENCES, desc=f"piper pass {r + 1}/{repeats}")):
-            audio = tts.synthesize(text)
+            audio = tts.synthesize(text, seed=1000 * r + i)  # the same corpus on every machine
             p = out / f"piper_{r}_{i:02d}.wav"
             save_audio(p, audio, tts.sample_rate)
             p.with_suffix(".txt").write_text(text + "\n")

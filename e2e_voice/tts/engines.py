@@ -2,7 +2,9 @@
 
 A :class:`VoiceSpec` names an engine, a voice and its prosody knobs; :func:`synthesize` returns mono
 float32 audio at 24 kHz whatever the engine's native rate. Model-backed engines (Kokoro, Piper) are
-loaded once per process and per parameter set.
+loaded once per process and per parameter set. Every reading repeats: Piper, which samples its prosody,
+is seeded by voice and text (:func:`reading_seed`), so a corpus or evaluation set built from specs and
+texts is the same on every machine.
 """
 
 from __future__ import annotations
@@ -84,7 +86,14 @@ def _piper(spec: VoiceSpec, text: str) -> tuple[np.ndarray, int]:
             model=spec.voice, length_scale=1.0 / spec.rate, noise_scale=spec.noise, threads=_THREADS[0]
         )
     tts = _MODELS[key]
-    return tts.synthesize(text), int(tts.sample_rate)
+    # Seeded by voice + text, so a reading is the same in every run and on every machine (as the other
+    # engines are), and the synthetic corpus and the codec evaluation set can be regenerated exactly.
+    return tts.synthesize(text, seed=reading_seed(spec, text)), int(tts.sample_rate)
+
+
+def reading_seed(spec: VoiceSpec, text: str) -> int:
+    """A 32-bit seed for one reading of ``text`` by ``spec`` (engines that sample their prosody use it)."""
+    return int.from_bytes(hashlib.sha256(f"{spec.key()}|{text}".encode()).digest()[:4], "little")
 
 
 def _kokoro(spec: VoiceSpec, text: str) -> tuple[np.ndarray, int]:
