@@ -1,6 +1,6 @@
 """Codec metrics: bitrate, mel distance, SI-SDR, STOI, PESQ, WER of the resynthesis (next to the
-original's, Whisper base judge) and encode/decode real-time factor; a markdown + json table and
-spectrogram plots of original vs reconstruction.
+original's, Whisper base judge in float32: see :data:`JUDGE_COMPUTE_TYPES`) and encode/decode real-time
+factor; a markdown + json table and spectrogram plots of original vs reconstruction.
 
     python -m eval.codec --checkpoint runs/train_codec/cpu1/codec.safetensors \
         --audio 'data/generated/codec_smoke/*.wav' --out runs/eval_codec/cpu1
@@ -21,6 +21,7 @@ eval.codec_rank``.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import logging
@@ -38,6 +39,7 @@ from e2e_voice.audio.io import load_audio, resample
 from e2e_voice.codec import MimiCodec, load_codec
 from e2e_voice.codec.spectral import log_mel, multiscale_mel_distance
 from e2e_voice.constants import SAMPLE_RATE
+from e2e_voice.stt.whisper import WhisperSTT
 
 PESQ_RATE = 16_000
 
@@ -185,6 +187,40 @@ def evaluate_clips(
     coded = code_clips(codec, clips, out_dir, plots)
     # Pass 2, the judge: a factory is only called now (see WhisperSTT on CTranslate2 slowing torch).
     return score_clips(codec, clips, coded, out_dir, build_judge(judge))
+
+
+JUDGE_COMPUTE_TYPES = ("float32", "int8")
+"""The judge's CTranslate2 compute types; the first is the default.
+
+float32 since 2026-12-01. The int8 judge (the cascade's STT setting, and the codec tools' judge before) is
+chaotic on degraded speech: v9's reconstructions of the 40 held-out clips, decoded with 1 and with 2 torch
+threads, differ by at most 4.5e-7, and int8 Whisper base changed 32 of their 40 transcripts (float32: none,
+at 1.25x the judge's time). So int8 numbers moved with the thread count and the machine (the held-out
+group's WER read 100.5 % and 116.2 % for the same codec). ``--judge-compute-type int8`` repeats the numbers
+measured before.
+"""
+
+
+def add_judge_argument(parser: argparse.ArgumentParser) -> None:
+    """``--judge-compute-type``, shared by ``eval.codec``, ``eval.codec_rank`` and ``eval.codec_probe``."""
+    parser.add_argument(
+        "--judge-compute-type",
+        choices=JUDGE_COMPUTE_TYPES,
+        default=JUDGE_COMPUTE_TYPES[0],
+        help="the Whisper judge's CTranslate2 compute type (int8: as measured before 2026-12-01; it is"
+        " chaotic on degraded speech, see JUDGE_COMPUTE_TYPES)",
+    )
+
+
+def judge_factory(compute_type: str = JUDGE_COMPUTE_TYPES[0]) -> Any:
+    """The codec tools' judge, Whisper base from the bundle, unbuilt (a factory: see :func:`evaluate_clips`).
+
+    Raises:
+        ValueError: an unknown compute type.
+    """
+    if compute_type not in JUDGE_COMPUTE_TYPES:
+        raise ValueError(f"judge compute type {compute_type!r}: choose one of {JUDGE_COMPUTE_TYPES}")
+    return functools.partial(WhisperSTT, compute_type=compute_type)
 
 
 def build_judge(judge: Any | None) -> Any | None:
@@ -544,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wer", action="store_true", help="skip the Whisper judge")
     parser.add_argument("--plots", type=int, default=3, help="spectrogram plots to write")
     parser.add_argument("--threads", type=int, default=2)
+    add_judge_argument(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
@@ -553,11 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.audio and not paths:
         parser.error(f"no audio files match {args.audio}")
     codec = load_eval_codec(args.checkpoint, args.codec, args.num_codebooks)
-    judge = None
-    if not args.no_wer:
-        from e2e_voice.stt.whisper import WhisperSTT
-
-        judge = WhisperSTT  # built after the codec is timed
+    judge = None if args.no_wer else judge_factory(args.judge_compute_type)  # built after the codec is timed
     if args.turns or args.set:
         clips = turn_clips(args.turns) if args.turns else set_clips(args.set)
         summary = evaluate_clips(codec, clips, Path(args.out), judge, args.plots)

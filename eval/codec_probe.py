@@ -47,7 +47,15 @@ import torch.nn.functional as F
 
 from e2e_voice.codec import MimiCodec
 from e2e_voice.codec.stft_layers import MAX_LOG_MAGNITUDE, SpectralDecoder, frame_spectrum
-from eval.codec import Clip, evaluate_clips, load_eval_codec, select_groups, set_clips
+from eval.codec import (
+    Clip,
+    add_judge_argument,
+    evaluate_clips,
+    judge_factory,
+    load_eval_codec,
+    select_groups,
+    set_clips,
+)
 from eval.codec_rank import MemoJudge, add_judge_cache_argument, judge_cache, plot, rank, to_markdown
 
 KINDS = {
@@ -296,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", nargs="*", default=None, help="keep only these groups of the set")
     parser.add_argument("--out", default="runs/codec_probe")
     parser.add_argument("--threads", type=int, default=2)
+    add_judge_argument(parser)
     add_judge_cache_argument(parser)
     args = parser.parse_args(argv)
     try:
@@ -308,10 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         clips = select_groups(set_clips(args.set), args.groups)
     except ValueError as err:
         parser.error(f"--groups: {err}")
-    from e2e_voice.stt.whisper import WhisperSTT
-
     codec = load_eval_codec(args.checkpoint)
-    judge = MemoJudge(WhisperSTT, cache=judge_cache(args.judge_cache))
+    judge = MemoJudge(judge_factory(args.judge_compute_type), cache=judge_cache(args.judge_cache))
     try:
         ranking = run_probe(codec, clips, variants, Path(args.out), judge)
     except ValueError as err:

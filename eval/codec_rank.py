@@ -41,8 +41,10 @@ import torch
 
 from eval.codec import (
     Clip,
+    add_judge_argument,
     evaluate_clips,
     group_summary,
+    judge_factory,
     load_eval_codec,
     missed_words,
     rescore,
@@ -384,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=None, help="the checkpoint name the others are compared with")
     parser.add_argument("--out", default="runs/codec_rank")
     parser.add_argument("--threads", type=int, default=2)
+    add_judge_argument(parser)
     add_judge_cache_argument(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -393,9 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--baseline {args.baseline!r} is not one of the checkpoints {sorted(checkpoints)}")
     set_name = str(args.set or args.turns)
     clips = set_clips(args.set) if args.set else turn_clips(args.turns)
-    from e2e_voice.stt.whisper import WhisperSTT
-
-    judge = MemoJudge(WhisperSTT, cache=judge_cache(args.judge_cache))
+    judge = MemoJudge(judge_factory(args.judge_compute_type), cache=judge_cache(args.judge_cache))
     out = Path(args.out)
     try:
         results = evaluate_all(checkpoints, clips, set_name, out, judge)

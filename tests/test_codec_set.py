@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 from pathlib import Path
@@ -311,6 +312,22 @@ def test_memo_judge_transcribes_each_clip_once() -> None:
     a, b = np.zeros(100, np.float32), np.ones(100, np.float32)
     assert [judge.transcribe(x, SAMPLE_RATE) for x in (a, b, a.copy(), b)] == ["100 samples"] * 4
     assert judge.calls == 2 and len(heard) == 2
+
+
+def test_the_codec_tools_judge_is_float32_and_keyed_apart_from_int8() -> None:
+    from eval import codec as eval_codec
+
+    default = codec_rank.judge_identity(eval_codec.judge_factory())
+    int8 = codec_rank.judge_identity(eval_codec.judge_factory("int8"))
+    assert "compute_type='float32'" in default and "compute_type='int8'" in int8 and default != int8
+    with pytest.raises(ValueError, match="judge compute type 'int4'"):
+        eval_codec.judge_factory("int4")
+    parser = argparse.ArgumentParser()
+    eval_codec.add_judge_argument(parser)
+    assert parser.parse_args([]).judge_compute_type == "float32"
+    assert parser.parse_args(["--judge-compute-type", "int8"]).judge_compute_type == "int8"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--judge-compute-type", "int4"])
 
 
 def test_judge_identity_follows_the_judge_settings() -> None:
