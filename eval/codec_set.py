@@ -20,7 +20,7 @@ at a level between -26 and -16 dBFS. ``clip_NNN_GROUP.wav`` comes with its trans
 
 Clips on disk are kept (a rerun finishes an interrupted build); every random draw comes from
 ``np.random.default_rng([seed, group, index])``, so a clip does not depend on the others, and every
-engine reads the same way on every machine (Piper, which samples its prosody, is seeded by voice and
+engine reads the same way in every build (Piper, which samples its prosody, is seeded by voice and
 text), so a rebuild gives the same set. Piper clips written before that (no ``"reading": "seeded"`` in
 their record) are read again by the next build.
 """
@@ -105,7 +105,7 @@ def reusable(record: dict) -> bool:
     """Whether a finished clip can be kept: any but a Piper clip read before Piper readings were seeded.
 
     Piper samples its prosody; its clips from before 2026-12-01 were random readings that no rebuild
-    repeats, so the set differed from machine to machine (the user group's WER moved by ~5 points).
+    repeats, so every build of the set differed in them (13 of the 40 user clips).
     """
     return record.get("reading") == READING or not str(record.get("voice", "")).startswith("piper:")
 

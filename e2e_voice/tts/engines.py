@@ -2,9 +2,10 @@
 
 A :class:`VoiceSpec` names an engine, a voice and its prosody knobs; :func:`synthesize` returns mono
 float32 audio at 24 kHz whatever the engine's native rate. Model-backed engines (Kokoro, Piper) are
-loaded once per process and per parameter set. Every reading repeats: Piper, which samples its prosody,
-is seeded by voice and text (:func:`reading_seed`), so a corpus or evaluation set built from specs and
-texts is the same on every machine.
+loaded once per process and per parameter set. Every reading repeats from run to run: Piper, which samples
+its prosody, is seeded by voice and text (:func:`reading_seed`), so a corpus or evaluation set built from
+specs and texts is rebuilt byte for byte (checked on one machine type and thread count; other CPUs may
+round differently).
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ def _piper(spec: VoiceSpec, text: str) -> tuple[np.ndarray, int]:
             model=spec.voice, length_scale=1.0 / spec.rate, noise_scale=spec.noise, threads=_THREADS[0]
         )
     tts = _MODELS[key]
-    # Seeded by voice + text, so a reading is the same in every run and on every machine (as the other
-    # engines are), and the synthetic corpus and the codec evaluation set can be regenerated exactly.
+    # Seeded by voice + text, so a reading is the same in every run (as the other engines' are), and the
+    # synthetic corpus and the codec evaluation set can be regenerated exactly.
     return tts.synthesize(text, seed=reading_seed(spec, text)), int(tts.sample_rate)
 
 

@@ -91,9 +91,9 @@ class PiperTTS:
         Piper samples its prosody inside the ONNX graph (``noise_scale``, ``noise_w``) from a generator that
         onnxruntime seeds when the session is built, so two unseeded calls differ. With ``seed`` the reading
         is a function of (voice, settings, text, seed): the call runs on a session built for it under that
-        seed (~0.3 s more on 2 cores), so corpora and evaluation sets repeat on any machine (exactly with
-        the same ``threads``; another thread count changes float rounding, ~1e-6). Setting both
-        noises to 0 also repeats, with flat prosody.
+        seed (~0.3 s more on 2 cores), so corpora and evaluation sets repeat from run to run (exactly with
+        the same ``threads``; another thread count changes float rounding, ~1e-6, and so may another
+        CPU). Setting both noises to 0 also repeats, with flat prosody.
 
         Args:
             text: what to say.
