@@ -21,8 +21,8 @@ at a level between -26 and -16 dBFS. ``clip_NNN_GROUP.wav`` comes with its trans
 Clips on disk are kept (a rerun finishes an interrupted build); every random draw comes from
 ``np.random.default_rng([seed, group, index])``, so a clip does not depend on the others, and every
 engine reads the same way in every build (Piper, which samples its prosody, is seeded by voice and
-text), so a rebuild gives the same set. Piper clips written before that (no ``"reading": "seeded"`` in
-their record) are read again by the next build.
+text), so a rebuild gives the same set. Piper clips written before that (no ``"reading"`` naming
+:data:`engines.SEEDED_READINGS` in their record) are read again by the next build.
 """
 
 from __future__ import annotations
@@ -97,17 +97,15 @@ def clip_voice(
     return VoicePool(engine, (voice,), rate=HELD_OUT_RATE).draw(rng)
 
 
-READING = "seeded"
-"""Every clip's record says its readings are seeded (Piper by voice + text, :func:`engines.reading_seed`)."""
-
-
 def reusable(record: dict) -> bool:
     """Whether a finished clip can be kept: any but a Piper clip read before Piper readings were seeded.
 
     Piper samples its prosody; its clips from before 2026-12-01 were random readings that no rebuild
     repeats, so every build of the set differed in them (13 of the 40 user clips).
     """
-    return record.get("reading") == READING or not str(record.get("voice", "")).startswith("piper:")
+    if record.get("reading") == engines.SEEDED_READINGS:
+        return True
+    return not str(record.get("voice", "")).startswith("piper:")
 
 
 def render(spec: VoiceSpec, texts: Sequence[str], rng: np.random.Generator) -> np.ndarray:
@@ -201,7 +199,7 @@ def build(
             "voice": spec.describe(),
             "text": text,
             "duration": round(audio.size / SAMPLE_RATE, 3),
-            "reading": READING,
+            "reading": engines.SEEDED_READINGS,
         }
         meta.write_text(json.dumps(record) + "\n")
         rows.append(record)

@@ -9,8 +9,10 @@ and is partly intelligible.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from e2e_voice.audio.io import load_audio
@@ -48,40 +50,51 @@ def test_committed_codec_matches_its_model_card() -> None:
     assert torch.equal(codec.encode(x), codes)  # deterministic
 
 
-def test_committed_codec_is_partly_intelligible() -> None:
+@pytest.fixture(scope="module")
+def round_trip() -> tuple[np.ndarray, np.ndarray]:
+    """The fixture's assistant speech and the committed codec's whole-clip reconstruction of it."""
+    codec = load_codec(CODEC)
+    audio = _assistant_speech()
+    with torch.no_grad():
+        recon = codec.decode(codec.encode(torch.from_numpy(audio)[None, None]))[0, 0, : audio.size].numpy()
+    return audio, recon
+
+
+@pytest.fixture(scope="module")
+def codec_judge() -> Any:
+    """The codec tools' judge (``eval.codec.judge_factory``: float32 Whisper base), loaded once."""
+    from eval.codec import judge_factory
+
+    return judge_factory()()
+
+
+def test_committed_codec_is_partly_intelligible(
+    round_trip: tuple[np.ndarray, np.ndarray], codec_judge: Any
+) -> None:
     """Whisper base reads most words of the reconstruction (v9: 33 % WER with the float32 judge, 3 of 9 words;
     with the int8 judge used before, 22 % for v9, 11 % for v8, 22 % for v7, v6 and v5, 44 % for v3, against
     its transcript of the original; random weights: nothing heard, 100 %). The model card has the corpus-wide
     numbers."""
     from e2e_voice.stt.whisper import word_error_rate
-    from eval.codec import judge_factory
 
-    codec = load_codec(CODEC)
-    audio = _assistant_speech()
-    with torch.no_grad():
-        recon = codec.decode(codec.encode(torch.from_numpy(audio)[None, None]))[0, 0, : audio.size].numpy()
-    judge = judge_factory()()  # the codec tools' judge (float32)
-    heard = judge.transcribe(audio, 24_000)
+    audio, recon = round_trip
+    heard = codec_judge.transcribe(audio, 24_000)
     assert len(heard.split()) >= 5, heard
-    wer = word_error_rate(heard, judge.transcribe(recon, 24_000))
+    wer = word_error_rate(heard, codec_judge.transcribe(recon, 24_000))
     assert wer < 0.7, wer
 
 
-@torch.no_grad()
-def test_the_codec_judge_reads_a_reconstruction_the_same_under_float_rounding() -> None:
+def test_the_codec_judge_reads_a_reconstruction_the_same_under_float_rounding(
+    round_trip: tuple[np.ndarray, np.ndarray], codec_judge: Any
+) -> None:
     """The codec tools' judge (``eval.codec.judge_factory``, float32 Whisper base) gives one transcript for a
     reconstruction and four copies moved by at most 5e-7 (what another torch thread count does to the
     decoder's output). The int8 judge used before gave 2 distinct transcripts for these 5 inputs, and
     changed 32 of the 40 held-out clips of the evaluation set under such a change."""
-    from eval.codec import judge_factory
-
-    codec = load_codec(CODEC)
-    audio = _assistant_speech()
-    recon = codec.decode(codec.encode(torch.from_numpy(audio)[None, None]))[0, 0, : audio.size].numpy()
+    recon = round_trip[1]
     rng = np.random.default_rng(0)
     inputs = [recon] + [recon + rng.uniform(-5e-7, 5e-7, recon.size).astype(np.float32) for _ in range(4)]
-    judge = judge_factory()()
-    heard = {judge.transcribe(x, 24_000) for x in inputs}
+    heard = {codec_judge.transcribe(x, 24_000) for x in inputs}
     assert len(heard) == 1, heard
 
 

@@ -308,9 +308,6 @@ class LLMAnswers:
 ALIGN_TAG = "whisper-dtw-batched"
 """Names the alignment method in the clip cache key (clips timed by an older method are not reused)."""
 
-PIPER_SEEDED = "piper-seeded-by-voice-and-text"
-"""In Piper clips' cache keys: clips from before Piper readings were seeded are not reused."""
-
 Clip = tuple[np.ndarray, list[Timed]]
 
 
@@ -342,7 +339,7 @@ class Speaker:
         method = self.settings.alignment
         aligner = (self.settings.aligner_model, ALIGN_TAG) if method == "whisper" else None
         # Piper readings are seeded since 2026-12-01 (engines.reading_seed); older cached ones were random.
-        seeded = (PIPER_SEEDED,) if spec.engine == "piper" else ()
+        seeded = (engines.SEEDED_READINGS,) if spec.engine == "piper" else ()
         return self.root / f"{_key(asdict(spec), method, aligner, text, *seeded)}.npz"
 
     def _cached(self, path: Path) -> Clip | None:

@@ -92,6 +92,12 @@ def _piper(spec: VoiceSpec, text: str) -> tuple[np.ndarray, int]:
     return tts.synthesize(text, seed=reading_seed(spec, text)), int(tts.sample_rate)
 
 
+SEEDED_READINGS = "piper-seeded-by-voice-and-text"
+"""Names how readings are drawn, for caches of synthesized clips: Piper clips cached before its readings
+were seeded (2026-12-01) were random, and a cache that keys or tags its clips with this does not reuse
+them (synth-data's clip cache, the codec evaluation set)."""
+
+
 def reading_seed(spec: VoiceSpec, text: str) -> int:
     """A 32-bit seed for one reading of ``text`` by ``spec`` (engines that sample their prosody use it)."""
     return int.from_bytes(hashlib.sha256(f"{spec.key()}|{text}".encode()).digest()[:4], "little")

@@ -56,7 +56,8 @@ class PiperTTS:
             dtype=np.float32,
         )
         self._onnx_path = str(onnx_path)
-        self.session = self._new_session()
+        # Built on the first unseeded call: seeded readings (the corpus builders') never use it.
+        self._session: Any = None
         self._multi_speaker = int(config.get("num_speakers", 1)) > 1
 
     def _new_session(self, seed: int | None = None) -> Any:
@@ -109,6 +110,11 @@ class PiperTTS:
         }
         if self._multi_speaker:
             feeds["sid"] = np.array([0], dtype=np.int64)
-        session = self.session if seed is None else self._new_session(seed)
+        if seed is not None:
+            session = self._new_session(seed)
+        else:
+            if self._session is None:
+                self._session = self._new_session()
+            session = self._session
         audio = session.run(None, feeds)[0]
         return np.asarray(audio, dtype=np.float32).reshape(-1)
