@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import context_line, machine_context
 
 from e2e_voice.constants import REPO_ROOT
 from e2e_voice.data import content
 from e2e_voice.data.align import Timed, WhisperAligner, apply_offset, synthesize_concat
 from e2e_voice.tts.engines import VoiceSpec
+from eval.machine import context_line, machine_context
 
 VOICES = (
     VoiceSpec("kokoro", "jm_kumo"),

@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import context_line, machine_context
 
 from e2e_voice.assets.registry import cache_dir
 from e2e_voice.constants import REPO_ROOT
 from e2e_voice.data import content
 from e2e_voice.data.align import WhisperAligner, trim
 from e2e_voice.tts.engines import VoiceSpec, synthesize
+from eval.machine import context_line, machine_context
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import context_line, machine_context
 
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT, SAMPLE_RATE
+from eval.machine import context_line, machine_context
 
 QUESTIONS = [
     "What is the capital of France?",

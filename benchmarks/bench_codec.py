@@ -19,17 +19,17 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from machine import context_line, machine_context
 
 from e2e_voice.codec import MimiCodec, randomize_codebooks
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT, SAMPLE_RATE
+from eval.machine import context_line, machine_context
 
 # variant name -> config overrides
 VARIANTS: dict[str, list[str]] = {
     "tiny": ["codec=tiny"],
     "tiny_25hz": ["codec=tiny", "+codec.frame_rate=25.0"],
     "small": ["codec=small"],
-    "cpu_spectral": ["codec=cpu", "codec.checkpoint=null"],  # the committed architecture (v9, as v8, v7, v6)
+    "cpu_spectral": ["codec=cpu", "codec.checkpoint=null"],  # the committed architecture (v10, as v6-v9)
     "cpu_spectral_v5": ["codec=cpu", "codec.checkpoint=null", "codec.transformer_layers=2"],  # v5: 2 layers
     "kyutai": ["codec=kyutai"],
 }

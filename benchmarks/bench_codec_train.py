@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from machine import context_line, machine_context
 
 from e2e_voice.codec.stft_layers import CausalISTFT, CausalSTFT
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
+from eval.machine import context_line, machine_context
 from train.codec import CodecTrainer
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "dialogues" / "manifest.jsonl"
@@ -73,7 +73,6 @@ def run(experiment: str, threads: int, rounds: int, steps_per_block: int) -> dic
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "experiment": experiment,
-        "threads": threads,
         "batch": int(cfg.train.batch_size),
         "crop_seconds": float(cfg.data.crop_seconds),
         "steps_each": len(times["fft"]),

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import context_line, machine_context
 from tqdm import tqdm
 
 from e2e_voice.codec.codec import build_codec
@@ -37,6 +36,7 @@ from e2e_voice.lm.generate import Sampling
 from e2e_voice.lm.model import build_lm, lm_kwargs
 from e2e_voice.lm.streams import mode_delays
 from e2e_voice.lm.tokenizer import SPM_SPECIALS
+from eval.machine import context_line, machine_context
 
 CODECS = {
     "tiny": dict(
@@ -139,7 +139,6 @@ def main() -> None:
         for c in args.codecs
     }
     result = {
-        "threads": args.threads,
         "machine": machine,
         "rows": rows,
         "max_sustained_conversations": best,

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import context_line, machine_context
 from moshi.utils.compile import no_compile
 from omegaconf import OmegaConf
 from tqdm import tqdm
@@ -35,6 +34,7 @@ from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
 from e2e_voice.lm.generate import LMStep, Sampling
 from e2e_voice.lm.loss import lm_loss
 from e2e_voice.lm.model import build_lm, count_parameters, lm_kwargs
+from eval.machine import context_line, machine_context
 
 ARCH = (
     "card", "text_card", "dim", "num_layers", "num_heads", "ff_hidden", "depformer_dim",

@@ -25,11 +25,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from hydra import compose, initialize_config_dir
-from machine import context_line, machine_context
 
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
 from e2e_voice.serve.app import system_factory
 from e2e_voice.serve.server import ChatServer, ServeSettings
+from eval.machine import context_line, machine_context
 
 
 async def _handshake_times(factory: Any, connections: int) -> list[float]:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import context_line, machine_context
+from eval.machine import context_line, machine_context
 
 
 def main() -> None:

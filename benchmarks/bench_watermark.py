@@ -26,13 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from machine import context_line, machine_context
 from tqdm import tqdm
 
 from e2e_voice.audio.io import AudioError, load_audio, resample
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
 from e2e_voice.demo import opus_roundtrip
 from e2e_voice.safety.watermark import StreamingWatermarker, Watermarker, load_watermarker
+from eval.machine import context_line, machine_context
 
 SENTENCES = [
     "The weather is nice today, so we should go for a walk in the park.",

@@ -21,6 +21,7 @@ Suites (``configs/suite/``) fix what a run covers: ``small`` (the default, a few
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -44,7 +45,8 @@ from e2e_voice.data.manifest import CHANNEL_OF, USER, DialogueEntry, read_manife
 from e2e_voice.engine import check_checkpoints
 from e2e_voice.stt.whisper import WhisperSTT
 from eval import metrics as m
-from eval.codec import Clip, build_judge, code_clips, load_eval_codec, score_clips
+from eval.codec import Clip, build_judge, code_clips, judge_factory, load_eval_codec, score_clips
+from eval.machine import context_line, machine_context
 
 log = logging.getLogger(__name__)
 BACKCHANNEL_CONTINUE_S = 0.5  # the system "keeps talking" through a backchannel if it speaks this long after
@@ -399,7 +401,7 @@ def report(
         "",
         (f"Suite `{meta['suite']}`. " if meta.get("suite") else "")
         + f"Manifest `{meta['manifest']}`, {meta['conversations']} conversations, {meta['clock']}, "
-        f"judge {meta['judge']}, {meta['machine']}"
+        f"judge {meta['judge']} ({meta.get('judge_compute_type', 'int8')}), {meta['machine']}"
         + (f", sampling seed {meta['seed']}." if meta.get("seed") is not None else ", unseeded sampling."),
         "",
         "On the offline clock a system's compute time does not delay its audio, so latencies are the"
@@ -407,6 +409,7 @@ def report(
         " `realtime=true` run. WER compares the system's speech with its own text events (for the"
         " cascade these include words cut off by a barge-in, which count as deletions).",
         "",
+        *([context_line(meta["machine_context"]), ""] if meta.get("machine_context") else []),
         "| metric | " + " | ".join(names) + " |",
         "| --- |" + " --- |" * len(names),
     ]
@@ -470,6 +473,8 @@ def plot(scores: dict[str, list[ConversationScore]], out: Path) -> list[Path]:
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Run the configured suite; returns the results written to ``out/results.json``."""
+    judge_type = str(cfg.get("judge_compute_type") or "float32")
+    judge_factory(judge_type)  # a bad value fails now, not after the systems ran
     manifest = resolve_manifest(cfg)
     entries = read_manifest(manifest).entries
     if cfg.split:
@@ -488,6 +493,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # Systems first, then the codec's timing pass, then the judge: nothing torch runs is timed next to a
     # live CTranslate2 model (see WhisperSTT).
     seed = cfg.get("seed")
+    machine = machine_context()  # the latencies' and real-time factors' context: how busy the CPU was
     outputs = {
         name: run_system(name, overrides[name], entries, bool(cfg.realtime), seed) for name in cfg.systems
     }
@@ -495,10 +501,11 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     judge = None
     if codec is not None:
         c = cfg.codec_eval
-        factory = (lambda: WhisperSTT(cfg.judge)) if c.wer else None
+        factory = functools.partial(judge_factory(judge_type), cfg.judge) if c.wer else None
         channels, judge = codec_metrics(codec[0], entries, list(c.channels), factory, out, int(c.plots))
         codec_results = {"source": codec[1], "channels": channels}
-    judge = judge or WhisperSTT(cfg.judge)  # the codec metrics' judge when they had one: loaded once
+    # The codec metrics' judge when they had one: loaded once.
+    judge = judge or judge_factory(judge_type)(cfg.judge)
     scores = {name: judge_outputs(outs, judge) for name, outs in outputs.items()}
     summary = {name: summarize(sc) for name, sc in scores.items()}
     meta = {
@@ -508,7 +515,9 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "manifest": str(manifest),
         "conversations": len(entries),
         "judge": cfg.judge,
+        "judge_compute_type": judge_type,
         "machine": cfg.machine,
+        "machine_context": machine,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from e2e_voice.codec import MimiCodec, load_codec
 from e2e_voice.codec.spectral import log_mel, multiscale_mel_distance
 from e2e_voice.constants import SAMPLE_RATE
 from e2e_voice.stt.whisper import WhisperSTT
+from eval.machine import context_line, machine_context
 
 PESQ_RATE = 16_000
 
@@ -138,6 +139,7 @@ def evaluate(
     out_dir: Path,
     judge: Any | None = None,
     plots: int = 3,
+    machine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``codec`` on audio files; writes ``codec_metrics.json``/``.md`` and PNGs to ``out_dir``.
 
@@ -148,13 +150,14 @@ def evaluate(
         out_dir: output folder.
         judge: as in ``evaluate_clips`` (an object, a factory, or None to skip WER).
         plots: how many clips get a spectrogram plot.
+        machine: as in ``evaluate_clips``.
     """
     clips = []
     for path in paths:
         ref_file = Path(path).with_suffix(".txt")
         reference = ref_file.read_text().strip() if ref_file.is_file() else None
         clips.append(Clip(str(path), load_audio(path, SAMPLE_RATE, mono=True)[0], reference))
-    return evaluate_clips(codec, clips, out_dir, judge, plots)
+    return evaluate_clips(codec, clips, out_dir, judge, plots, machine=machine)
 
 
 Coded = tuple[np.ndarray, np.ndarray, float, float]  # original, reconstruction, encode s, decode s
@@ -167,6 +170,7 @@ def evaluate_clips(
     out_dir: Path,
     judge: Any | None = None,
     plots: int = 3,
+    machine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``codec`` on in-memory clips (e.g. one channel of each bench conversation).
 
@@ -179,6 +183,8 @@ def evaluate_clips(
             been timed on every clip, so that the real-time factors are not measured next to a live
             CTranslate2 model (it slows torch on CPU; see ``WhisperSTT``).
         plots: how many clips get a spectrogram plot.
+        machine: the machine context of the timing (``eval.machine.machine_context``), recorded beside
+            the real-time factors in the json and the markdown.
 
     Returns:
         The summary (codec description incl. bitrate, per-clip rows, means) written to the json.
@@ -186,7 +192,7 @@ def evaluate_clips(
     # Pass 1, the codec alone: its real-time factors are timed before any judge exists in the process.
     coded = code_clips(codec, clips, out_dir, plots)
     # Pass 2, the judge: a factory is only called now (see WhisperSTT on CTranslate2 slowing torch).
-    return score_clips(codec, clips, coded, out_dir, build_judge(judge))
+    return score_clips(codec, clips, coded, out_dir, build_judge(judge), machine=machine)
 
 
 JUDGE_COMPUTE_TYPES = ("float32", "int8")
@@ -255,7 +261,12 @@ def code_clips(codec: MimiCodec, clips: list[Clip], out_dir: Path, plots: int = 
 
 @torch.no_grad()
 def score_clips(
-    codec: MimiCodec, clips: list[Clip], coded: list[Coded], out_dir: Path, judge: Any | None
+    codec: MimiCodec,
+    clips: list[Clip],
+    coded: list[Coded],
+    out_dir: Path,
+    judge: Any | None,
+    machine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score :func:`code_clips`' output with ``judge`` (an object with ``transcribe``, or None to skip WER)
     and the signal metrics; writes ``codec_metrics.json``/``.md`` to ``out_dir`` (pass 2 of
@@ -308,6 +319,8 @@ def score_clips(
             )
         )
     summary = _summarize(codec, rows)
+    if machine is not None:
+        summary["machine"] = machine
     (out_dir / "codec_metrics.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "codec_metrics.md").write_text(to_markdown(summary))
     return summary
@@ -432,6 +445,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
         ]
         cells += [_fmt(r[k]) for k in ("rtf_encode", "rtf_decode")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if summary.get("machine"):
+        lines += ["", f"Real-time factors: {context_line(summary['machine'])}"]
     return "\n".join(lines) + "\n"
 
 
@@ -591,11 +606,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no audio files match {args.audio}")
     codec = load_eval_codec(args.checkpoint, args.codec, args.num_codebooks)
     judge = None if args.no_wer else judge_factory(args.judge_compute_type)  # built after the codec is timed
+    machine = machine_context(args.threads)  # the RTFs' context: how busy the CPU was before them
     if args.turns or args.set:
         clips = turn_clips(args.turns) if args.turns else set_clips(args.set)
-        summary = evaluate_clips(codec, clips, Path(args.out), judge, args.plots)
+        summary = evaluate_clips(codec, clips, Path(args.out), judge, args.plots, machine=machine)
     else:
-        summary = evaluate(codec, paths, Path(args.out), judge, args.plots)
+        summary = evaluate(codec, paths, Path(args.out), judge, args.plots, machine=machine)
     print(to_markdown(summary))
     print(f"wrote {args.out}/codec_metrics.json, codec_metrics.md and spectrogram PNGs")
     return 0

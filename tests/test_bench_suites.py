@@ -45,6 +45,13 @@ def test_manifest_fallback(tmp_path: Path) -> None:
     assert resolve_manifest(_bench(f"manifest={FIXTURE}")) == FIXTURE
 
 
+def test_bad_judge_compute_type_fails_before_any_system_runs(tmp_path: Path) -> None:
+    cfg = _bench(f"manifest={FIXTURE}", "judge_compute_type=int4")
+    with pytest.raises(ValueError, match="judge compute type 'int4'"):
+        run(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "lm, codec, message",
     [

@@ -125,3 +125,26 @@ def test_piper_seed_repeats_a_reading_across_sessions() -> None:
     spec = engines.VoiceSpec("piper", "piper-en-us-joe", rate=1.05, noise=0.6)
     np.testing.assert_array_equal(engines.synthesize(spec, text), engines.synthesize(spec, text))
     assert engines.reading_seed(spec, text) != engines.reading_seed(spec, "Another line.")
+
+
+def test_piper_reads_at_per_call_settings_with_one_voice_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speed and noise are graph inputs: one voice object at per-call settings reads exactly as an object
+    built with those settings, and the engines registry keeps one object per voice, not per setting."""
+    from e2e_voice.tts import engines
+    from e2e_voice.tts.piper import PiperTTS
+
+    text = "The quick brown fox."
+    shared = PiperTTS(threads=1)
+    for length, noise in ((1.0 / 1.1, 0.5), (1.0 / 0.9, 0.8)):
+        own = PiperTTS(threads=1, length_scale=length, noise_scale=noise)
+        per_call = shared.synthesize(text, seed=3, length_scale=length, noise_scale=noise)
+        np.testing.assert_array_equal(per_call, own.synthesize(text, seed=3))
+    slow = shared.synthesize(text, seed=3, length_scale=1.5)
+    assert len(slow) > 1.3 * len(shared.synthesize(text, seed=3))
+    with pytest.raises(ValueError, match="length_scale must be positive"):
+        shared.synthesize(text, length_scale=0.0)
+
+    monkeypatch.setattr(engines, "_MODELS", {})
+    for rate, noise in ((1.1, 0.5), (0.9, 0.8), (1.0, None)):
+        engines.synthesize(engines.VoiceSpec("piper", "piper-en-us-joe", rate=rate, noise=noise), text)
+    assert len(engines._MODELS) == 1

@@ -90,7 +90,10 @@ def test_cli_with_whisper_judge(speech: np.ndarray, tmp_path: Path) -> None:
     save_audio(wav, speech, SAMPLE_RATE)
     wav.with_suffix(".txt").write_text(TEXT + "\n")
     assert main(["--codec", "tiny", "--audio", str(wav), "--out", str(tmp_path / "o"), "--plots", "0"]) == 0
-    mean = json.loads((tmp_path / "o" / "codec_metrics.json").read_text())["mean"]
+    summary = json.loads((tmp_path / "o" / "codec_metrics.json").read_text())
+    mean = summary["mean"]
+    assert summary["machine"]["threads"] == 2 and "cpu_busy_before" in summary["machine"]
+    assert "Real-time factors: Measured " in (tmp_path / "o" / "codec_metrics.md").read_text()
     assert mean["wer_original"] < 0.5  # the judge understands espeak
     assert mean["wer_reconstruction"] > mean["wer_original"]  # and not a random-weight codec
 

@@ -32,7 +32,9 @@ def test_bench_on_the_fixture(tmp_path: Path) -> None:
     assert summary["cascade"]["stages_p50_s"].get("stt") is not None  # the cascade's own stage timings
     report = (tmp_path / "report.md").read_text()
     assert "| latency p50 (s) |" in report and "cascade" in report and "loopback" in report
-    assert json.loads((tmp_path / "results.json").read_text())["meta"]["conversations"] == 1
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["conversations"] == 1 and meta["judge_compute_type"] == "float32"
+    assert "judge whisper-base (float32)" in report
     assert (tmp_path / "latency.png").stat().st_size > 1000 and (
         tmp_path / "prosody.png"
     ).stat().st_size > 1000

@@ -2,7 +2,7 @@
 
 A :class:`VoiceSpec` names an engine, a voice and its prosody knobs; :func:`synthesize` returns mono
 float32 audio at 24 kHz whatever the engine's native rate. Model-backed engines (Kokoro, Piper) are
-loaded once per process and per parameter set. Every reading repeats from run to run: Piper, which samples
+loaded once per process and voice. Every reading repeats from run to run: Piper, which samples
 its prosody, is seeded by voice and text (:func:`reading_seed`), so a corpus or evaluation set built from
 specs and texts is rebuilt byte for byte (checked on one machine type and thread count; other CPUs may
 round differently).
@@ -81,15 +81,18 @@ def _festival(spec: VoiceSpec, text: str) -> tuple[np.ndarray, int]:
 def _piper(spec: VoiceSpec, text: str) -> tuple[np.ndarray, int]:
     from e2e_voice.tts.piper import PiperTTS
 
-    key = ("piper", spec.voice, spec.rate, spec.noise, _THREADS[0])
+    # One object per voice: speed and noise are inputs of Piper's graph, set per reading (a corpus draws
+    # them per conversation, and an object per setting held one model per conversation).
+    key = ("piper", spec.voice, _THREADS[0])
     if key not in _MODELS:
-        _MODELS[key] = PiperTTS(
-            model=spec.voice, length_scale=1.0 / spec.rate, noise_scale=spec.noise, threads=_THREADS[0]
-        )
+        _MODELS[key] = PiperTTS(model=spec.voice, threads=_THREADS[0])
     tts = _MODELS[key]
     # Seeded by voice + text, so a reading is the same in every run (as the other engines' are), and the
     # synthetic corpus and the codec evaluation set can be regenerated exactly.
-    return tts.synthesize(text, seed=reading_seed(spec, text)), int(tts.sample_rate)
+    audio = tts.synthesize(
+        text, seed=reading_seed(spec, text), length_scale=1.0 / spec.rate, noise_scale=spec.noise
+    )
+    return audio, int(tts.sample_rate)
 
 
 SEEDED_READINGS = "piper-seeded-by-voice-and-text"

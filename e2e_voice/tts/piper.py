@@ -58,6 +58,9 @@ class PiperTTS:
         self._onnx_path = str(onnx_path)
         # Built on the first unseeded call: seeded readings (the corpus builders') never use it.
         self._session: Any = None
+        # The model's bytes, read on the first seeded call: each seeded reading builds a session, and
+        # building it from memory spares re-reading the file (63 MB for the bundle's voice) every time.
+        self._model_bytes: bytes | None = None
         self._multi_speaker = int(config.get("num_speakers", 1)) > 1
 
     def _new_session(self, seed: int | None = None) -> Any:
@@ -69,12 +72,25 @@ class PiperTTS:
             return ort.InferenceSession(
                 self._onnx_path, sess_options=opts, providers=["CPUExecutionProvider"]
             )
+        if self._model_bytes is None:
+            self._model_bytes = Path(self._onnx_path).read_bytes()
         with _SEED_LOCK:
             # The graph's random ops draw their generator's seed when the session is built.
             ort.set_seed(int(seed))
             return ort.InferenceSession(
-                self._onnx_path, sess_options=opts, providers=["CPUExecutionProvider"]
+                self._model_bytes, sess_options=opts, providers=["CPUExecutionProvider"]
             )
+
+    def _scales(self, length_scale: float | None, noise_scale: float | None) -> np.ndarray:
+        """The graph's ``scales`` input (noise, length, noise_w), with one call's overrides."""
+        scales = self.scales.copy()
+        for i, value, name in ((0, noise_scale, "noise_scale"), (1, length_scale, "length_scale")):
+            if value is None:
+                continue
+            if not value > 0:
+                raise ValueError(f"Piper {name} must be positive, got {value}")
+            scales[i] = value
+        return scales
 
     def phoneme_ids(self, text: str) -> list[int]:
         """Piper's id sequence: BOS, each phoneme followed by PAD, EOS (unknown symbols dropped)."""
@@ -86,7 +102,13 @@ class PiperTTS:
         ids += self.id_map[_EOS]
         return ids
 
-    def synthesize(self, text: str, seed: int | None = None) -> np.ndarray:
+    def synthesize(
+        self,
+        text: str,
+        seed: int | None = None,
+        length_scale: float | None = None,
+        noise_scale: float | None = None,
+    ) -> np.ndarray:
         """Synthesize ``text``; returns float32 mono audio at :attr:`sample_rate`.
 
         Piper samples its prosody inside the ONNX graph (``noise_scale``, ``noise_w``) from a generator that
@@ -99,6 +121,9 @@ class PiperTTS:
         Args:
             text: what to say.
             seed: 0 to 2**32 - 1 for a repeatable reading; ``None`` samples freshly (the cascade's default).
+            length_scale: this reading's speed (>1 slower), instead of the voice's. The scales are inputs
+                of the graph, so one voice object reads at any setting.
+            noise_scale: this reading's voice variability, instead of the voice's.
         """
         if not text.strip():
             raise ValueError("cannot synthesize empty text")
@@ -106,7 +131,7 @@ class PiperTTS:
         feeds: dict[str, np.ndarray] = {
             "input": np.array([ids], dtype=np.int64),
             "input_lengths": np.array([len(ids)], dtype=np.int64),
-            "scales": self.scales,
+            "scales": self._scales(length_scale, noise_scale),
         }
         if self._multi_speaker:
             feeds["sid"] = np.array([0], dtype=np.int64)

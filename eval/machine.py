@@ -1,14 +1,15 @@
-"""What every benchmark records about the machine it ran on, and how busy that machine was.
+"""What every benchmark and timed evaluation records about the machine it ran on, and how busy it was.
 
 A speed number means little without its context: the CPU, the threads, the torch build, and whether
 other jobs were taking CPU time while it was measured (another job made `bench_engine.py`'s
-24-conversation tick 90.5 ms instead of 74.4 ms). Every `benchmarks/bench_*.py` calls
-:func:`machine_context` once before it measures, stores the dict in its JSON, puts :func:`context_line`
-in its markdown, and so warns the same way.
+24-conversation tick 90.5 ms instead of 74.4 ms). Every `benchmarks/bench_*.py`, `e2e-voice bench`
+(latencies, real-time factors) and `python -m eval.codec` (RTFs) call :func:`machine_context` once before
+they measure, store the dict in their JSON, put :func:`context_line` in their markdown, and so warn the
+same way.
 
 Busy is measured from ``/proc/stat`` over one second, not from the load average, which stays high for a
 minute after a job ends and so flags an idle machine as busy (and a short job started just before the
-benchmark as idle). Not a script ``make bench`` runs: only ``bench_*.py`` files are.
+measurement as idle).
 """
 
 from __future__ import annotations
@@ -55,6 +56,22 @@ def cpu_busy(
     return busy_share(before, after)
 
 
+def cpu_name(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (``/proc/cpuinfo``) with the architecture, e.g. ``AMD EPYC (x86_64)``; the
+    architecture alone where the model is not readable. Sessions may land on different machines, and the
+    architecture alone does not tell them apart."""
+    arch = platform.machine() or platform.processor() or "unknown"
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return f"{value.strip()} ({arch})"
+    except OSError:
+        pass
+    return arch
+
+
 def machine_context(threads: int | None = None, seconds: float = 1.0) -> dict[str, Any]:
     """The machine, the time, and how busy the CPU was just now; warns on stderr when it was busy.
 
@@ -71,7 +88,7 @@ def machine_context(threads: int | None = None, seconds: float = 1.0) -> dict[st
         threads = torch_mod.get_num_threads()
     busy = cpu_busy(seconds)
     ctx: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch": getattr(torch_mod, "__version__", None),
         "threads": threads,
@@ -81,7 +98,7 @@ def machine_context(threads: int | None = None, seconds: float = 1.0) -> dict[st
     }
     if ctx["busy"]:
         print(
-            f"warning: other jobs kept the CPU {busy:.0%} busy just before this benchmark, so its times"
+            f"warning: other jobs kept the CPU {busy:.0%} busy just before this measurement, so its times"
             " will come out slower than on an idle machine; compare rows of one run, or rerun when idle",
             file=sys.stderr,
         )

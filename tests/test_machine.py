@@ -1,29 +1,18 @@
-"""``benchmarks/machine.py``: how busy the CPU was, the machine context every benchmark records."""
+"""``eval/machine.py``: how busy the CPU was, the machine context every benchmark and timed evaluation
+records."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from e2e_voice.constants import REPO_ROOT
+from eval import machine
 
 BENCH_DIR = REPO_ROOT / "benchmarks"
-
-
-def _load_machine() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("machine", BENCH_DIR / "machine.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-machine = _load_machine()
 
 
 def _stat_line(user: int, idle: int, iowait: int = 0) -> str:
@@ -110,13 +99,14 @@ def test_context_line_wording() -> None:
 
 
 BENCHMARKS = sorted(BENCH_DIR.glob("bench_*.py"))
+TIMED_EVALS = [REPO_ROOT / "eval/bench.py", REPO_ROOT / "eval/codec.py"]
 
 
 def test_benchmarks_found() -> None:
     assert len(BENCHMARKS) >= 10, BENCHMARKS
 
 
-@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", BENCHMARKS + TIMED_EVALS, ids=lambda p: p.stem)
 def test_every_benchmark_records_the_machine(path: Path) -> None:
     """A new benchmark must call ``machine_context(`` too (and so record how busy the CPU was)."""
     source = path.read_text()
@@ -125,3 +115,12 @@ def test_every_benchmark_records_the_machine(path: Path) -> None:
     )
     assert "context_line(" in source, f"{path.name} does not put context_line() in its report"
     assert "getloadavg" not in source and "/proc/loadavg" not in source, path.name
+    assert not re.search(r'^\s*"threads":', source, re.M), f"{path.name}: threads are in its machine context"
+
+
+def test_cpu_name_reads_the_model_and_falls_back_to_the_architecture(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n")
+    name = machine.cpu_name(str(info))
+    assert name.startswith("AMD EPYC 7B13 (") and name.endswith(")")
+    assert "(" not in machine.cpu_name(str(tmp_path / "missing"))
