@@ -461,3 +461,110 @@ def test_default_path_llm_kokoro_whisper(tmp_path: Path) -> None:
         if t.speaker == ASSISTANT and t.end - t.start > 1.0:
             heard = stt.transcribe(_seg(audio, CHANNEL_OF[ASSISTANT], t.start, t.end), SR)
             assert word_error_rate(t.text, heard) < 0.5, (t.text, heard)
+
+
+class _FakeChat:
+    """Stands in for the chat LM (the logic around it is under test): answers name the prompt and how
+    many answers this instance gave, so another instance (another "machine") answers differently."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag, self.calls = tag, 0
+
+    def reply(self, prompt: str, history: list[dict[str, str]]) -> str:
+        self.calls += 1
+        return f"{self.tag} answer {self.calls} to {prompt.split()[0]} after {len(history) // 2}."
+
+
+def _with_chat(monkeypatch: pytest.MonkeyPatch, chat: object) -> None:
+    monkeypatch.setattr(synth.LLMAnswers, "_model", lambda self: chat)
+
+
+def test_an_answer_bank_replaces_the_llm_and_rebuilds_the_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run writes the answers it used; given back as a bank they replace the LLM (here one that answers
+    otherwise, like another machine's), and the corpus comes out byte-identical."""
+    settings = fast_settings(tmp_path / "a", content_source="llm", num_conversations=3)
+    first = _FakeChat("first")
+    _with_chat(monkeypatch, first)
+    generate(settings)
+    bank = tmp_path / "a" / synth.ANSWERS_FILE
+    records = json.loads(bank.read_text("utf-8"))
+    assert first.calls == len(records) > 3 and all(r["answer"].startswith("first") for r in records)
+    assert any(r["history"] for r in records)  # later answers carry their history
+
+    other = _FakeChat("other")
+    _with_chat(monkeypatch, other)
+    generate(replace(settings, out_dir=tmp_path / "b", answer_bank=bank))
+    assert other.calls == 0 and _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert (tmp_path / "b" / synth.ANSWERS_FILE).read_bytes() == bank.read_bytes()
+    generate(replace(settings, out_dir=tmp_path / "c"))  # without the bank: other answers, another corpus
+    assert other.calls > 0 and _digest(tmp_path / "c") != _digest(tmp_path / "a")
+
+    # A bank that lacks an answer: the LLM fills it in, and the run says so.
+    (tmp_path / "short.json").write_text(json.dumps(records[1:]), "utf-8")
+    other.calls = 0
+    capsys.readouterr()
+    generate(replace(settings, out_dir=tmp_path / "d", answer_bank=tmp_path / "short.json"))
+    assert other.calls >= 1 and "were not in the answer bank" in capsys.readouterr().out
+
+
+def test_a_resumed_run_writes_every_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = fast_settings(
+        tmp_path / "a",
+        content_source="llm",
+        num_conversations=3,
+        use_cache=True,
+        cache_root=tmp_path / "cache",
+    )
+    _with_chat(monkeypatch, _FakeChat("x"))
+    _counting_render(monkeypatch, fail_after=1)
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        generate(settings)
+    _counting_render(monkeypatch)
+    assert generate(settings).resumed == 1
+    _counting_render(monkeypatch)
+    generate(replace(settings, out_dir=tmp_path / "b"))
+    bank = (tmp_path / "a" / synth.ANSWERS_FILE).read_bytes()
+    assert bank == (tmp_path / "b" / synth.ANSWERS_FILE).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "not found"), ("{not json", "not a list"), ('[{"prompt": "hi"}]', "not a list")],
+)
+def test_a_bad_answer_bank_is_a_clear_error(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "bank.json"
+    if content is not None:
+        path.write_text(content, "utf-8")
+    with pytest.raises((FileNotFoundError, ValueError), match=message):
+        synth.read_answer_bank(path)
+
+
+def test_the_committed_codec_corpus_bank_answers_every_conversation_of_its_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``data/answers/synthetic_shared.json`` answers all 60 conversations the README's codec-corpus command
+    plans, without the LLM: if planning or the prompt bank changed, the bank (and the committed codec's
+    claim that its corpus rebuilds) would be stale."""
+    from hydra import compose, initialize_config_dir
+
+    from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
+    from e2e_voice.data.synth_cli import settings_from_config
+
+    bank = REPO_ROOT / "data/answers/synthetic_shared.json"
+    overrides = ["num_conversations=60", "content.prompt_splits=null", f"content.answers={bank}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("synth_data", overrides=[*overrides, f"out_dir={tmp_path}"])
+    settings = replace(settings_from_config(cfg), use_cache=False)
+
+    def no_llm(self: object) -> object:
+        raise AssertionError("the bank should answer every prompt")
+
+    monkeypatch.setattr(synth.LLMAnswers, "_model", no_llm)
+    llm = synth.LLMAnswers(settings)
+    for i in range(settings.num_conversations):
+        llm.conversation(plan(settings, i))
+    assert llm.bank_misses == 0 and llm.bank is not None
+    used = {synth._key("answer", r["history"], r["prompt"]) for rs in llm.records.values() for r in rs}
+    assert used == set(llm.bank)  # and it holds nothing else

@@ -8,6 +8,12 @@ conversation does not depend on the number of workers or on the other conversati
 
 LLM answers and TTS clips (with their word times) are cached under
 ``cache_dir() / "synth"``, keyed by a hash of engine + voice + parameters + text, and reused across runs.
+
+Every run writes the LLM answers it used to ``answers.json`` beside the manifests; given back as an
+**answer bank** (``content.answers=FILE``) they replace the LLM. The LLM decodes greedily in bfloat16, and
+its answers differ between machines (another CPU gave other answers to 39 of 74 prompts of the codec
+corpus): the rest of a build repeats across machines (all 60 conversations' audio byte-identical, word
+times within ~10 ms), so a bank is what makes a corpus rebuild exactly elsewhere.
 """
 
 from __future__ import annotations
@@ -110,6 +116,7 @@ class SynthSettings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     use_cache: bool = True
     cache_root: Path | None = None
+    answer_bank: Path | None = None
     watermark_assistant: bool = False
     resume: bool = True
 
@@ -258,8 +265,35 @@ def template_answers(settings: SynthSettings, p: ConversationPlan) -> tuple[str,
     )
 
 
+ANSWERS_FILE = "answers.json"
+"""The LLM answers a run used, beside its manifests (an answer bank for ``content.answers``)."""
+
+
+def read_answer_bank(path: Path) -> dict[str, str]:
+    """An answer bank (a run's ``answers.json``: records of prompt, history and answer) keyed by
+    history + prompt.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a list of ``{"prompt", "history", "answer"}`` records.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"answer bank {path} not found: content.answers takes the answers.json a synth-data run wrote"
+        )
+    try:
+        records = json.loads(path.read_text("utf-8"))
+        return {_key("answer", r["history"], r["prompt"]): str(r["answer"]) for r in records}
+    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise ValueError(
+            f"answer bank {path} is not a list of {{'prompt', 'history', 'answer'}} records ({exc!r})"
+        ) from exc
+
+
 class LLMAnswers:
-    """Answers from the offline chat LM, cached on disk by model settings + history + prompt."""
+    """Answers from an answer bank (``settings.answer_bank``) or else the offline chat LM, cached on disk by
+    model settings + history + prompt; each conversation's answers are kept in :attr:`records`."""
 
     def __init__(self, settings: SynthSettings) -> None:
         self.settings = settings
@@ -267,6 +301,9 @@ class LLMAnswers:
         self._lm: Any = None
         self.seconds = 0.0
         self.hits = 0
+        self.bank = read_answer_bank(settings.answer_bank) if settings.answer_bank is not None else None
+        self.bank_misses = 0
+        self.records: dict[int, list[dict[str, Any]]] = {}  # conversation index -> its answer records
 
     def _model(self) -> Any:
         if self._lm is None:
@@ -276,7 +313,12 @@ class LLMAnswers:
         return self._lm
 
     def answer(self, prompt: str, history: list[dict[str, str]]) -> str:
-        """The assistant's answer to ``prompt`` after ``history``."""
+        """The assistant's answer to ``prompt`` after ``history``: from the bank, the cache or the LLM."""
+        if self.bank is not None:
+            banked = self.bank.get(_key("answer", history, prompt))
+            if banked is not None:
+                return banked
+            self.bank_misses += 1
         path = self.root / f"{_key(self.settings.llm, history, prompt)}.json"
         if self.settings.use_cache and path.is_file():
             self.hits += 1
@@ -297,12 +339,25 @@ class LLMAnswers:
         """Answers for every prompt of ``p``, each seeing the last ``history_exchanges`` exchanges."""
         history: list[dict[str, str]] = []
         answers = []
+        records = []
         for prompt in p.prompts:
             keep = history[-2 * self.settings.history_exchanges :] if self.settings.history_exchanges else []
             answer = self.answer(prompt, keep)
             answers.append(answer)
+            records.append({"prompt": prompt, "history": keep, "answer": answer})
             history += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        self.records[p.index] = records
         return tuple(answers)
+
+    def write(self, path: Path) -> None:
+        """Write every conversation's answers, in conversation order and once each, as an answer bank."""
+        unique: dict[str, dict[str, Any]] = {}
+        for index in sorted(self.records):
+            for r in self.records[index]:
+                unique.setdefault(_key("answer", r["history"], r["prompt"]), r)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(list(unique.values()), ensure_ascii=False, indent=1) + "\n", "utf-8")
+        tmp.replace(path)
 
 
 ALIGN_TAG = "whisper-dtw-batched"
@@ -448,6 +503,8 @@ _RUN_ONLY = ("out_dir", "workers", "use_cache", "cache_root", "resume")
 def conversation_fingerprint(settings: SynthSettings, p: ConversationPlan) -> str:
     """A digest of everything a rendered conversation depends on: the corpus settings and its plan."""
     corpus = {k: v for k, v in asdict(settings).items() if k not in _RUN_ONLY}
+    if corpus["answer_bank"] is None:  # so conversations rendered before banks existed still resume
+        del corpus["answer_bank"]
     return _key("conversation", corpus, asdict(replace(p, answers=())))
 
 
@@ -611,6 +668,10 @@ def generate(settings: SynthSettings) -> SynthResult:
     resumed = len(results)
     if resumed:
         print(f"synth-data: resuming, {resumed} of {len(plans)} conversations already in {settings.out_dir}")
+        if llm is not None:  # their answers belong in answers.json too (cached, or banked: no LLM time)
+            for p in plans:
+                if p.index in results:
+                    llm.conversation(p)
     todo = [p for p in plans if p.index not in results]
     bar = tqdm(total=len(plans), initial=resumed, desc="answer + render", unit="conv")
     if settings.workers == 1:
@@ -646,6 +707,13 @@ def generate(settings: SynthSettings) -> SynthResult:
         tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in rows), "utf-8")
         tmp.replace(path)
         manifests[split] = path
+    if llm is not None:
+        llm.write(settings.out_dir / ANSWERS_FILE)
+        if llm.bank is not None and llm.bank_misses:
+            print(
+                f"synth-data: warning: {llm.bank_misses} answers were not in the answer bank"
+                f" {settings.answer_bank} and came from the LLM, whose answers differ by machine"
+            )
     audio_seconds = sum(float(e["duration"]) for e in entries)
     return SynthResult(manifests, entries, audio_seconds, time.perf_counter() - t_start, stage, resumed)
 

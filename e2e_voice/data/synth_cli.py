@@ -79,6 +79,7 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
         users=tuple(users),
         content_source=str(content["source"]),
         llm=dict(content["llm"]),
+        answer_bank=None if content.get("answers") is None else Path(str(content["answers"])),
         follow_up_prob=float(content["follow_up_prob"]),
         history_exchanges=int(content["history_exchanges"]),
         prompt_splits=(
