@@ -539,6 +539,8 @@ def test_a_bad_answer_bank_is_a_clear_error(tmp_path: Path, content: str | None,
         path.write_text(content, "utf-8")
     with pytest.raises((FileNotFoundError, ValueError), match=message):
         synth.read_answer_bank(path)
+    with pytest.raises(ValueError, match=r"needs content\.source=llm"):
+        fast_settings(tmp_path, answer_bank=path)  # templates: a bank would be ignored
 
 
 def test_the_committed_codec_corpus_bank_answers_every_conversation_of_its_command(

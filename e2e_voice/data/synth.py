@@ -129,6 +129,8 @@ class SynthSettings:
             raise ValueError(f"audio_format must be 'flac' or 'wav', got '{self.audio_format}'")
         if self.content_source not in ("llm", "templates"):
             raise ValueError(f"content.source must be 'llm' or 'templates', got '{self.content_source}'")
+        if self.answer_bank is not None and self.content_source != "llm":
+            raise ValueError("content.answers replaces LLM answers: it needs content.source=llm")
         if self.alignment not in ("whisper", "concat"):
             raise ValueError(f"alignment must be 'whisper' or 'concat', got '{self.alignment}'")
         unknown = set(self.scenario_weights) - set(SCENARIOS)
