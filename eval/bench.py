@@ -45,7 +45,15 @@ from e2e_voice.data.manifest import CHANNEL_OF, USER, DialogueEntry, read_manife
 from e2e_voice.engine import check_checkpoints
 from e2e_voice.stt.whisper import WhisperSTT
 from eval import metrics as m
-from eval.codec import Clip, build_judge, code_clips, judge_factory, load_eval_codec, score_clips
+from eval.codec import (
+    JUDGE_COMPUTE_TYPES,
+    Clip,
+    build_judge,
+    code_clips,
+    judge_factory,
+    load_eval_codec,
+    score_clips,
+)
 from eval.machine import context_line, machine_context
 
 log = logging.getLogger(__name__)
@@ -473,8 +481,8 @@ def plot(scores: dict[str, list[ConversationScore]], out: Path) -> list[Path]:
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Run the configured suite; returns the results written to ``out/results.json``."""
-    judge_type = str(cfg.get("judge_compute_type") or "float32")
-    judge_factory(judge_type)  # a bad value fails now, not after the systems ran
+    judge_type = str(cfg.get("judge_compute_type") or JUDGE_COMPUTE_TYPES[0])
+    make_judge = judge_factory(judge_type)  # a bad value fails now, not after the systems ran
     manifest = resolve_manifest(cfg)
     entries = read_manifest(manifest).entries
     if cfg.split:
@@ -501,11 +509,11 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     judge = None
     if codec is not None:
         c = cfg.codec_eval
-        factory = functools.partial(judge_factory(judge_type), cfg.judge) if c.wer else None
+        factory = functools.partial(make_judge, cfg.judge) if c.wer else None
         channels, judge = codec_metrics(codec[0], entries, list(c.channels), factory, out, int(c.plots))
         codec_results = {"source": codec[1], "channels": channels}
     # The codec metrics' judge when they had one: loaded once.
-    judge = judge or judge_factory(judge_type)(cfg.judge)
+    judge = judge or make_judge(cfg.judge)
     scores = {name: judge_outputs(outs, judge) for name, outs in outputs.items()}
     summary = {name: summarize(sc) for name, sc in scores.items()}
     meta = {

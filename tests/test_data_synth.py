@@ -568,5 +568,5 @@ def test_the_committed_codec_corpus_bank_answers_every_conversation_of_its_comma
     for i in range(settings.num_conversations):
         llm.conversation(plan(settings, i))
     assert llm.bank_misses == 0 and llm.bank is not None
-    used = {synth._key("answer", r["history"], r["prompt"]) for rs in llm.records.values() for r in rs}
+    used = {synth.answer_key(r["history"], r["prompt"]) for rs in llm.records.values() for r in rs}
     assert used == set(llm.bank)  # and it holds nothing else

@@ -271,6 +271,11 @@ ANSWERS_FILE = "answers.json"
 """The LLM answers a run used, beside its manifests (an answer bank for ``content.answers``)."""
 
 
+def answer_key(history: list[dict[str, str]], prompt: str) -> str:
+    """An answer bank's key: the prompt and the history the LLM saw (not its settings: a bank replaces it)."""
+    return _key("answer", history, prompt)
+
+
 def read_answer_bank(path: Path) -> dict[str, str]:
     """An answer bank (a run's ``answers.json``: records of prompt, history and answer) keyed by
     history + prompt.
@@ -286,7 +291,7 @@ def read_answer_bank(path: Path) -> dict[str, str]:
         )
     try:
         records = json.loads(path.read_text("utf-8"))
-        return {_key("answer", r["history"], r["prompt"]): str(r["answer"]) for r in records}
+        return {answer_key(r["history"], r["prompt"]): str(r["answer"]) for r in records}
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
         raise ValueError(
             f"answer bank {path} is not a list of {{'prompt', 'history', 'answer'}} records ({exc!r})"
@@ -317,7 +322,7 @@ class LLMAnswers:
     def answer(self, prompt: str, history: list[dict[str, str]]) -> str:
         """The assistant's answer to ``prompt`` after ``history``: from the bank, the cache or the LLM."""
         if self.bank is not None:
-            banked = self.bank.get(_key("answer", history, prompt))
+            banked = self.bank.get(answer_key(history, prompt))
             if banked is not None:
                 return banked
             self.bank_misses += 1
@@ -356,7 +361,7 @@ class LLMAnswers:
         unique: dict[str, dict[str, Any]] = {}
         for index in sorted(self.records):
             for r in self.records[index]:
-                unique.setdefault(_key("answer", r["history"], r["prompt"]), r)
+                unique.setdefault(answer_key(r["history"], r["prompt"]), r)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(list(unique.values()), ensure_ascii=False, indent=1) + "\n", "utf-8")
         tmp.replace(path)
