@@ -57,6 +57,7 @@ from eval.codec import (
     set_clips,
 )
 from eval.codec_rank import MemoJudge, add_judge_cache_argument, judge_cache, plot, rank, to_markdown
+from eval.machine import machine_context
 
 KINDS = {
     "original-phase": False,
@@ -283,9 +284,9 @@ def run_probe(
     for variant in variants:
         print(f"probe: {variant.name}")
         with probing(codec, variant):
-            results[variant.name] = evaluate_clips(
-                codec, clips, out / variant.name.replace(":", "_"), judge, plots
-            )
+            folder = out / variant.name.replace(":", "_")
+            machine = machine_context()  # each variant's RTFs get their own: a job started mid-probe shows
+            results[variant.name] = evaluate_clips(codec, clips, folder, judge, plots, machine=machine)
     ranking = rank(results, "own")
     out.mkdir(parents=True, exist_ok=True)
     (out / "rank.json").write_text(json.dumps(ranking, indent=2))

@@ -52,6 +52,7 @@ from eval.codec import (
     turn_clips,
     word_errors,
 )
+from eval.machine import machine_context
 from eval.metrics import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -227,9 +228,9 @@ def evaluate_all(
                 results[name] = summary
                 continue
         print(f"{name}: evaluating {path}" + (f" from its first {levels} RVQ levels" if levels else ""))
-        summary = evaluate_clips(
-            load_eval_codec(str(path), num_codebooks=levels), clips, folder, judge, plots=1
-        )
+        codec = load_eval_codec(str(path), num_codebooks=levels)
+        # Each checkpoint's real-time factors get their own context: a job started mid-ranking shows.
+        summary = evaluate_clips(codec, clips, folder, judge, plots=1, machine=machine_context())
         summary["source"] = source
         done.write_text(json.dumps(summary, indent=2))  # written last: a killed run is redone
         results[name] = summary

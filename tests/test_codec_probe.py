@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,5 +142,8 @@ def test_run_probe_ranks_variants_against_own(tmp_path: Path, speech: np.ndarray
     assert names == {"own", "rtisi:1"}
     assert (tmp_path / "own" / "codec_metrics.json").is_file()
     assert (tmp_path / "rtisi_1" / "codec_metrics.json").is_file()
+    own = json.loads((tmp_path / "own" / "codec_metrics.json").read_text())
+    assert own["machine"]["threads"] == torch.get_num_threads()  # each variant's RTFs carry their context
+    assert "Real-time factors: Measured" in (tmp_path / "rtisi_1" / "codec_metrics.md").read_text()
     assert "rtisi:1" in (tmp_path / "rank.md").read_text()
     assert (tmp_path / "rank.png").stat().st_size > 0

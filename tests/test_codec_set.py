@@ -293,6 +293,7 @@ def test_a_name_at_n_ranks_the_same_file_from_its_first_n_levels(
     assert results["r0"]["codec"]["num_codebooks"] == 2 and "num_codebooks" not in results["r0"]["source"]
     assert results["r0@1"]["codec"]["num_codebooks"] == 1 and results["r0@1"]["source"]["num_codebooks"] == 1
     assert results["r0@1"]["codec"]["bitrate_bps"] == results["r0"]["codec"]["bitrate_bps"] / 2
+    assert all(results[n]["machine"]["cores"] for n in parsed)  # each checkpoint's RTFs carry their context
     mel = [results[n]["groups"]["assistant"]["mel_distance"] for n in parsed]
     assert mel[0] != mel[1]  # the other level count decoded other audio
     # A level count the file does not have (it stores 4 levels and decodes 2 by default) names the range.

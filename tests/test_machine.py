@@ -102,6 +102,20 @@ BENCHMARKS = sorted(BENCH_DIR.glob("bench_*.py"))
 TIMED_EVALS = [REPO_ROOT / "eval/bench.py", REPO_ROOT / "eval/codec.py"]
 
 
+def test_every_codec_evaluation_records_the_machine() -> None:
+    """Tools that time codecs through ``evaluate_clips`` (ranking, probing) pass each call its context."""
+    callers = [
+        p
+        for p in sorted((REPO_ROOT / "eval").glob("*.py"))
+        if re.search(r"(?<!def )\bevaluate_clips\(", p.read_text())
+    ]
+    assert {p.stem for p in callers} >= {"codec", "codec_rank", "codec_probe"}, callers
+    for path in callers:
+        source = path.read_text()
+        calls = re.findall(r"(?<!def )\bevaluate_clips\((.*?)\)\n", source, re.S)
+        assert calls and all("machine=" in c for c in calls), f"{path.name}: evaluate_clips(..., machine=...)"
+
+
 def test_benchmarks_found() -> None:
     assert len(BENCHMARKS) >= 10, BENCHMARKS
 
