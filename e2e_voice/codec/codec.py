@@ -30,13 +30,13 @@ import torch
 from moshi.models.compression import MimiModel
 from moshi.quantization import SplitResidualVectorQuantizer
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from e2e_voice.audio.io import resample
 from e2e_voice.codec.mimi import ARCH_KEYS, build_mimi
 from e2e_voice.codec.stft_layers import SpectralDecoder
 from e2e_voice.constants import in_repo
+from e2e_voice.safetensors_io import save_safetensors
 
 CHANNEL_MODES = ("mix", "fold")
 ARCH_METADATA_KEY = "e2e_voice.codec_arch"
@@ -412,7 +412,4 @@ def save_codec(codec: MimiCodec, path: str | Path, dtype: torch.dtype | None = N
         "e2e_voice.num_codebooks": str(codec.num_codebooks),
         "e2e_voice.weights_dtype": str(dtype or torch.float32).removeprefix("torch."),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return save_safetensors(state, path, meta)

@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from e2e_voice.lm.builders import BuiltLM, build_from_config
+from e2e_voice.safetensors_io import save_safetensors
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -74,9 +75,7 @@ def save_export(
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
         for k, v in state.items()
     }
-    tmp = out / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"e2e_voice.weights_dtype": str(dtype or "keep")})
-    os.replace(tmp, out / WEIGHTS)
+    save_safetensors(tensors, out / WEIGHTS, {"e2e_voice.weights_dtype": str(dtype or "keep")})
     tok_name = None
     if tokenizer is not None:
         tok_name = TOKENIZER
