@@ -362,12 +362,15 @@ def test_whisper_path_aligns_a_conversation_in_one_call(
     ]
     for e in before:
         check_alignment(e)
-    # the offset correction is applied to cached raw times: no new alignment, words move by the offset
+    # the offset correction is applied to the aligner's raw times: no new TTS, words move by the offset
+    clips = sorted((tmp_path / "cache" / "tts").glob("*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in clips]
     shifted = replace(
         settings, out_dir=tmp_path / "b", align_offsets={"espeak": (0.05, 0.05), "flite": (0.05, 0.05)}
     )
     generate(shifted)
-    assert len(FakeAligner.calls) == 2
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache" / "tts").glob("*.npz"))] == stamps
+    assert FakeAligner.calls[2:] == FakeAligner.calls[:2]  # each conversation aligned again, all at once
     after = [
         e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "b" / f"{s}.jsonl").entries
     ]
@@ -375,6 +378,40 @@ def test_whisper_path_aligns_a_conversation_in_one_call(
     assert np.median(moved) == pytest.approx(0.05, abs=0.002)
     for e in after:
         check_alignment(e)
+
+
+class CompanionAligner(FakeAligner):
+    """A fake Whisper whose times depend on the clips sharing the call, as the real one's depend on the
+    clips sharing a window (self-attention sees them all)."""
+
+    def align_many(
+        self, clips: list[tuple[np.ndarray, str]], sample_rate: int = SR
+    ) -> list[list[tuple[str, float, float]]]:
+        squeeze = 1.0 - 0.01 * len(clips)
+        return [
+            [(w, a * squeeze, b * squeeze) for w, a, b in c] for c in super().align_many(clips, sample_rate)
+        ]
+
+
+def test_word_times_do_not_depend_on_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversation's times are the same whatever the cache held: before, only the clips it lacked were
+    aligned (together), so a half-warm cache gave other times than a cold one (the audio the same)."""
+    from e2e_voice.data import synth
+
+    monkeypatch.setattr(synth, "WhisperAligner", CompanionAligner)
+    monkeypatch.setattr(FakeAligner, "calls", [])
+    cache = tmp_path / "cache"
+    settings = fast_settings(
+        tmp_path / "cold", num_conversations=2, alignment="whisper", use_cache=True, cache_root=cache
+    )
+    generate(settings)
+    clips = sorted((cache / "tts").glob("*.npz"))
+    for p in clips[::2]:  # half of the clips are gone, as if another run had made the others
+        p.unlink()
+    generate(replace(settings, out_dir=tmp_path / "half"))
+    generate(replace(settings, out_dir=tmp_path / "warm"))
+    assert _digest(tmp_path / "cold") == _digest(tmp_path / "half") == _digest(tmp_path / "warm")
+    assert len(FakeAligner.calls) == 6 and FakeAligner.calls[:2] == FakeAligner.calls[2:4]
 
 
 @pytest.mark.parametrize(
@@ -543,19 +580,26 @@ def test_a_bad_answer_bank_is_a_clear_error(tmp_path: Path, content: str | None,
         fast_settings(tmp_path, answer_bank=path)  # templates: a bank would be ignored
 
 
-def test_the_committed_codec_corpus_bank_answers_every_conversation_of_its_command(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("bank_name", "extra"),
+    [
+        ("synthetic_shared.json", ["content.prompt_splits=null"]),  # the codec recipes' corpus
+        ("synthetic.json", []),  # the LM's corpus
+    ],
+)
+def test_the_committed_banks_answer_every_conversation_of_their_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bank_name: str, extra: list[str]
 ) -> None:
-    """``data/answers/synthetic_shared.json`` answers all 60 conversations the README's codec-corpus command
-    plans, without the LLM: if planning or the prompt bank changed, the bank (and the committed codec's
-    claim that its corpus rebuilds) would be stale."""
+    """Each committed bank answers all 60 conversations its README command plans, without the LLM: if
+    planning or the prompt bank changed, the bank (and the claim that its corpus rebuilds) would be
+    stale."""
     from hydra import compose, initialize_config_dir
 
     from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
     from e2e_voice.data.synth_cli import settings_from_config
 
-    bank = REPO_ROOT / "data/answers/synthetic_shared.json"
-    overrides = ["num_conversations=60", "content.prompt_splits=null", f"content.answers={bank}"]
+    bank = REPO_ROOT / "data/answers" / bank_name
+    overrides = ["num_conversations=60", *extra, f"content.answers={bank}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("synth_data", overrides=[*overrides, f"out_dir={tmp_path}"])
     settings = replace(settings_from_config(cfg), use_cache=False)

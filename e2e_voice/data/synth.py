@@ -6,8 +6,9 @@ from templates), then **render** (TTS + word alignment + layout + mixing + writi
 processes. Everything random is drawn from ``np.random.default_rng([seed, index, stage])``, so a
 conversation does not depend on the number of workers or on the other conversations.
 
-LLM answers and TTS clips (with their word times) are cached under
-``cache_dir() / "synth"``, keyed by a hash of engine + voice + parameters + text, and reused across runs.
+LLM answers and TTS clips are cached under ``cache_dir() / "synth"``, keyed by a hash of engine + voice +
+parameters + text, and reused across runs. Whisper word times are not cached: a conversation's clips are
+aligned together on every run, so its times do not depend on what the cache held (:class:`Speaker`).
 
 Every run writes the LLM answers it used to ``answers.json`` beside the manifests; given back as an
 **answer bank** (``content.answers=FILE``) they replace the LLM. The LLM decodes greedily in bfloat16, and
@@ -368,18 +369,24 @@ class LLMAnswers:
 
 
 ALIGN_TAG = "whisper-dtw-batched"
-"""Names the alignment method in the clip cache key (clips timed by an older method are not reused)."""
+"""Part of the clip cache key (kept so that caches written before 2026-12-01 stay valid: whisper-aligned
+clips then stored their times, which are no longer read)."""
 
 Clip = tuple[np.ndarray, list[Timed]]
 
 
 class Speaker:
-    """TTS + word alignment with an on-disk clip cache; times each part.
+    """TTS + word alignment with an on-disk cache of the TTS audio; times each part.
 
-    With Whisper alignment, :meth:`prepare` synthesizes every clip of a conversation first and aligns
-    them in as few Whisper windows as fit (:meth:`WhisperAligner.align_many`); :meth:`say` then serves
-    them. The cache holds the aligner's raw times; the per-engine offset correction
-    (``SynthSettings.align_offsets``) is applied when a clip is served, so changing it needs no new TTS.
+    With Whisper alignment, :meth:`prepare` synthesizes (or loads) every clip of a conversation and aligns
+    all of them together, in as few Whisper windows as fit (:meth:`WhisperAligner.align_many`); :meth:`say`
+    then serves them. A clip's times depend on the clips it shares a window with, so they are not cached:
+    aligning only the clips the cache lacked made a conversation's word times depend on what earlier runs
+    had left there (a rebuild of the LM corpus from an empty cache moved 4,837 of its 12,744 word
+    boundaries, median 10 ms, at most 0.3 s). Now they are a function of the conversation alone, at the
+    price of aligning cached conversations again (~1.3 s each on 2 cores). The per-engine offset correction
+    (``SynthSettings.align_offsets``) is applied when a clip is served. With ``alignment=concat`` the
+    times come with the audio and are cached with it.
     """
 
     def __init__(self, settings: SynthSettings) -> None:
@@ -387,7 +394,7 @@ class Speaker:
         self.root = _cache_root(settings) / "tts"
         self._aligner: WhisperAligner | None = None
         self._ready: dict[str, Clip] = {}  # this conversation's clips (raw times), by cache path
-        self._speech: dict[str, np.ndarray] = {}  # synthesized, not yet aligned
+        self._audio: dict[str, np.ndarray] = {}  # this conversation's TTS audio (as stored), by cache path
         self.timings = {"tts": 0.0, "align": 0.0}
         self.hits = self.misses = 0
 
@@ -404,20 +411,19 @@ class Speaker:
         seeded = (engines.SEEDED_READINGS,) if spec.engine == "piper" else ()
         return self.root / f"{_key(asdict(spec), method, aligner, text, *seeded)}.npz"
 
-    def _cached(self, path: Path) -> Clip | None:
-        key = str(path)
-        if key in self._ready:
-            return self._ready[key]
+    def _load(self, path: Path) -> Clip | None:
+        """The cached audio and its stored times (None when not cached)."""
         if not (self.settings.use_cache and path.is_file()):
             return None
         with np.load(path) as z:
             self.hits += 1
             audio = z["audio"].astype(np.float32) / 32767
             timed = [(str(w), float(a), float(b)) for w, a, b in json.loads(str(z["words"]))]
-        self._ready[key] = (audio, timed)
         return audio, timed
 
-    def _store(self, path: Path, audio: np.ndarray, timed: list[Timed]) -> Clip:
+    def _store(self, path: Path, audio: np.ndarray, timed: list[Timed]) -> np.ndarray:
+        """Cache ``audio`` (16-bit) with ``timed``; returns the audio as stored, so that a first run and a
+        cached run give the same bytes (with the cache or without)."""
         audio = np.clip(audio / max(1.0, float(np.abs(audio).max())), -1, 1)
         pcm = np.round(audio * 32767).astype(np.int16)
         if self.settings.use_cache:
@@ -425,9 +431,7 @@ class Speaker:
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
             np.savez(tmp, audio=pcm, words=json.dumps(timed))
             tmp.replace(path)
-        # what is stored, so a first run and a cached run give the same bytes (with the cache or without)
-        self._ready[str(path)] = clip = (pcm.astype(np.float32) / 32767, timed)
-        return clip
+        return pcm.astype(np.float32) / 32767
 
     def _tts(self, spec: VoiceSpec, text: str) -> np.ndarray:
         t = time.perf_counter()
@@ -447,53 +451,55 @@ class Speaker:
         return audio, apply_offset(timed, offset, len(audio) / SAMPLE_RATE)
 
     def speech(self, spec: VoiceSpec, text: str) -> np.ndarray:
-        """The audio :meth:`say` will return (synthesized now if not cached; aligned later)."""
+        """The audio :meth:`say` will return (from the cache, or synthesized and cached now)."""
         path = self._path(spec, text)
-        clip = self._cached(path)
-        if clip is not None:
-            return clip[0]
-        if str(path) not in self._speech:
-            self._speech[str(path)] = self._tts(spec, text)
-        return self._speech[str(path)]
+        key = str(path)
+        if key not in self._audio:
+            cached = self._load(path)
+            if cached is not None:
+                self._audio[key] = cached[0]
+            else:
+                self.misses += 1
+                self._audio[key] = self._store(path, self._tts(spec, text), [])
+        return self._audio[key]
 
     def prepare(self, requests: list[tuple[VoiceSpec, str]]) -> None:
-        """Synthesize and align (in shared Whisper windows) every clip in ``requests`` not yet cached."""
+        """Synthesize (or load) and align every clip in ``requests`` together, in shared Whisper windows."""
         if self.settings.alignment != "whisper":
             return
         todo: dict[str, tuple[VoiceSpec, str]] = {}
         for spec, text in requests:
-            path = self._path(spec, text)
-            if str(path) not in todo and self._cached(path) is None:
-                todo[str(path)] = (spec, text)
+            todo.setdefault(str(self._path(spec, text)), (spec, text))
         if not todo:
             return
-        self.misses += len(todo)
         audios = [self.speech(spec, text) for spec, text in todo.values()]
         t = time.perf_counter()
         aligned = self._get_aligner().align_many([(a, text) for a, (_, text) in zip(audios, todo.values())])
         self.timings["align"] += time.perf_counter() - t
         for key, audio, timed in zip(todo, audios, aligned):
-            self._store(Path(key), audio, timed)
-            self._speech.pop(key, None)
+            self._ready[key] = (audio, timed)
 
     def clear(self) -> None:
         """Forget the in-memory clips (the disk cache stays)."""
         self._ready.clear()
-        self._speech.clear()
+        self._audio.clear()
 
     def say(self, spec: VoiceSpec, text: str) -> Clip:
         """Speech of ``text`` (trimmed, 24 kHz) and its word times (offset-corrected)."""
         path = self._path(spec, text)
-        clip = self._cached(path)
+        clip = self._ready.get(str(path))
         if clip is None:
             if self.settings.alignment == "concat":
-                self.misses += 1
-                t = time.perf_counter()
-                audio, timed = synthesize_concat(spec, text)
-                self.timings["tts"] += time.perf_counter() - t
-                clip = self._store(path, audio, timed)
+                clip = self._load(path)
+                if clip is None:
+                    self.misses += 1
+                    t = time.perf_counter()
+                    audio, timed = synthesize_concat(spec, text)
+                    self.timings["tts"] += time.perf_counter() - t
+                    clip = (self._store(path, audio, timed), timed)
+                self._ready[str(path)] = clip
             else:
-                self.prepare([(spec, text)])
+                self.prepare([(spec, text)])  # alone: render() prepares a whole conversation first
                 clip = self._ready[str(path)]
         return self._corrected(spec, clip)
 
