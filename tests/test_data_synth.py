@@ -344,8 +344,6 @@ class FakeAligner:
 def test_whisper_path_aligns_a_conversation_in_one_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from e2e_voice.data import synth
-
     monkeypatch.setattr(synth, "WhisperAligner", FakeAligner)
     monkeypatch.setattr(FakeAligner, "calls", [])
     settings = fast_settings(
@@ -396,8 +394,6 @@ class CompanionAligner(FakeAligner):
 def test_word_times_do_not_depend_on_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A conversation's times are the same whatever the cache held: before, only the clips it lacked were
     aligned (together), so a half-warm cache gave other times than a cold one (the audio the same)."""
-    from e2e_voice.data import synth
-
     monkeypatch.setattr(synth, "WhisperAligner", CompanionAligner)
     monkeypatch.setattr(FakeAligner, "calls", [])
     cache = tmp_path / "cache"

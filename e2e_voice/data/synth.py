@@ -13,8 +13,9 @@ aligned together on every run, so its times do not depend on what the cache held
 Every run writes the LLM answers it used to ``answers.json`` beside the manifests; given back as an
 **answer bank** (``content.answers=FILE``) they replace the LLM. The LLM decodes greedily in bfloat16, and
 its answers differ between machines (another CPU gave other answers to 39 of 74 prompts of the codec
-corpus): the rest of a build repeats across machines (all 60 conversations' audio byte-identical, word
-times within ~10 ms), so a bank is what makes a corpus rebuild exactly elsewhere.
+corpus): the rest of a build repeated across machines (all 60 conversations' audio byte-identical; word
+times within ~10 ms, then cached and so dependent on the cache, which they no longer are), so a bank is what
+makes a corpus rebuild exactly elsewhere.
 """
 
 from __future__ import annotations
