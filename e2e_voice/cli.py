@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train.export",
         "shrink a training run into a shippable checkpoint (codec file / LM directory)",
     ),
+    "codec": ("e2e_voice.codec.cli", "encode, decode or round-trip audio files with a codec checkpoint"),
     "synth-data": ("e2e_voice.data.synth_cli", "generate the synthetic two-channel dialogue corpus"),
     "converse": ("e2e_voice.converse", "play a user recording through a system (default: the cascade)"),
     "bench": ("eval.bench", "run systems through the same conversations: latency, turn-taking, WER, prosody"),
@@ -43,8 +44,9 @@ PLANNED: dict[str, tuple[int, str]] = {}
 def _usage() -> str:
     lines = ["usage: e2e-voice COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "planned (not available yet):"]
-    lines += [f"  {name:<12} {help_} (issue #{issue})" for name, (issue, help_) in PLANNED.items()]
+    if PLANNED:
+        lines += ["", "planned (not available yet):"]
+        lines += [f"  {name:<12} {help_} (issue #{issue})" for name, (issue, help_) in PLANNED.items()]
     return "\n".join(lines)
 
 

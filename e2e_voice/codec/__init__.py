@@ -2,6 +2,7 @@
 
 Shapes: audio ``[B, C, T]``, codes ``[B, K, T']``. Build from config with ``build_codec`` (the Hydra
 ``_target_``), from a checkpoint alone with ``load_codec``; write checkpoints with ``save_codec``.
+Codes on disk and clips of any length: :mod:`e2e_voice.codec.files` (the ``e2e-voice codec`` command).
 """
 
 from e2e_voice.codec.codec import CodecOutput, MimiCodec, build_codec, load_codec, save_codec
