@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="clips up to this long take the whole-clip pass (memory grows with the square of the"
-        " length: ~1.3 GB at 300 s), longer ones stream frame by frame (constant memory, ~4x slower;"
+        " length: ~1.2 GB at 300 s), longer ones stream frame by frame (constant memory, ~5x slower;"
         " the same codes up to float rounding); default 300",
     )
     common.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")

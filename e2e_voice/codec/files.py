@@ -7,13 +7,12 @@ last frame was padded, and the source's sample rate and name. No pickle, so a co
 someone else is safe to open.
 
 Long clips: the codec's whole-clip pass attends over the entire clip at once, so its memory grows
-with the square of the clip's length (peak RSS of ``e2e-voice codec encode`` with the committed codec,
-2 threads: 0.39 GB for 60 s, 1.28 GB for 5 min, 3.57 GB for 10 min). :func:`encode_audio` and
-:func:`decode_codes` take the whole-clip pass up to ``max_whole_seconds`` and stream frame by frame past
-it: constant memory (0.37 GB for 5 min, 0.48 GB decoding 10 min), about 4x slower (5 min encoded in
-20.8 s instead of 5.5 s). Streamed and whole-clip latents differ by float rounding only (at most 4e-5 on
-latents of mean magnitude 0.6, over 5 min), so the codes are the same except where two codewords are
-nearly tied: identical over 60 s of speech, 8 of 30,000 codes (2 frames) apart over 5 min.
+with the square of the clip's length. :func:`encode_audio` and :func:`decode_codes` take the whole-clip
+pass up to ``max_whole_seconds`` and stream frame by frame past it, at constant memory and about 5x the
+time (``benchmarks/bench_codec_files.py``, committed codec, 2 threads: encoding 5 min took 3.7 s at
+1.20 GB peak RSS whole, 18.7 s at 0.35 GB streamed). Streamed and whole-clip latents differ by float
+rounding only, so the codes are the same except where two codewords are nearly tied: identical over 60 s
+of speech, 7 of 30,000 apart over 5 min.
 """
 
 from __future__ import annotations
