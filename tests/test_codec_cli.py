@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from e2e_voice.assets.registry import CACHE_ENV
 from e2e_voice.audio.io import load_audio, resample
 from e2e_voice.codec import load_codec
 from e2e_voice.codec.cli import main
@@ -141,7 +142,7 @@ def test_codes_from_another_codec_are_refused(tmp_path: Path, stereo: np.ndarray
     assert (tmp_path / "a.decoded.wav").is_file()
 
 
-def test_bad_options_say_what_is_wrong(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bad_options_say_what_is_wrong(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "a.wav"
     sf.write(src, np.zeros(4800, dtype=np.float32), 24_000)  # silence is valid input
     with pytest.raises(SystemExit):
@@ -149,4 +150,8 @@ def test_bad_options_say_what_is_wrong(tmp_path: Path, capsys) -> None:  # type:
     assert "--sample-rate must be" in capsys.readouterr().err
     assert main(["encode", str(src), "--checkpoint", str(tmp_path / "nope.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
+    monkeypatch.delenv("E2E_VOICE_ALLOW_HUB", raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "empty_cache"))  # no local copy of Kyutai's Mimi
+    assert main(["encode", str(src), "--checkpoint", "mimi-kyutai"]) == 2  # offline: not in the bundle
+    assert "E2E_VOICE_ALLOW_HUB" in capsys.readouterr().err
     assert main(["encode", str(src), "--no-progress"]) == 0

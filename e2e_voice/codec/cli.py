@@ -290,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sample-rate must be a positive number of Hz or 'source', got {rate!r}")
     if getattr(args, "num_codebooks", None) is not None and args.num_codebooks < 1:
         parser.error("--num-codebooks must be >= 1")
+    from e2e_voice.assets.registry import ModelNotAvailableError
+
     try:
         return _run(args)
-    except (FileNotFoundError, ValueError) as exc:  # the codec itself cannot be loaded
+    except (FileNotFoundError, ValueError, ModelNotAvailableError) as exc:  # the codec cannot be loaded
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
