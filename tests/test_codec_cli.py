@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from e2e_voice.assets.registry import CACHE_ENV
+from e2e_voice.assets.registry import CACHE_ENV, sha256_file
 from e2e_voice.audio.io import load_audio, resample
 from e2e_voice.codec import load_codec
 from e2e_voice.codec.cli import main
@@ -106,6 +106,17 @@ def test_info_prints_what_the_file_holds(tmp_path: Path, stereo: np.ndarray, cap
     info = json.loads(capsys.readouterr().out)
     assert info["codebooks"] == 4 and info["channels"] == 1 and info["bitrate_bps"] == 500.0
     assert info["seconds"] == round(stereo.shape[-1] / 24_000, 3) and info["source"] == "a.flac"
+    assert info["kind"] == "codes" and info["codec_sha256"] == sha256_file(CODEC)  # what `info CODEC` prints
+
+
+def test_info_describes_a_codec_checkpoint(codec, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["info", str(CODEC)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "codec" and info["sha256"] == sha256_file(CODEC)
+    assert (info["codebooks"], info["semantic_codebooks"], info["frame_size"]) == (8, 1, FRAME_SIZE)
+    assert info["bitrate_bps"] == 8 * 10 * 12.5
+    assert info["parameters"] == sum(p.numel() for p in codec.parameters())
+    assert info["architecture"]["frontend"] == "spectral"
 
 
 def test_bad_inputs_are_reported_and_the_rest_go_on(tmp_path: Path, stereo: np.ndarray, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@
     e2e-voice codec encode speech.wav                 # -> speech.codes.safetensors
     e2e-voice codec decode speech.codes.safetensors   # -> speech.decoded.wav (24 kHz)
     e2e-voice codec roundtrip clips/ -o recon/        # -> recon/<name>.recon.wav, and a table
-    e2e-voice codec info speech.codes.safetensors
+    e2e-voice codec info speech.codes.safetensors     # or a codec file: rates, levels, size, SHA-256
 
 Inputs are files, globs or folders (every wav/flac/ogg/mp3 inside). A file that fails (corrupt, empty,
 NaN samples, codes from another codec) is reported and skipped; the others go on, and the exit code is
@@ -160,8 +160,19 @@ def _decode_one(codes: Any, args: argparse.Namespace, cache: _CodecCache) -> tup
     return audio, sr, row
 
 
+def _info_one(src: Path, cache: _CodecCache) -> dict[str, Any]:
+    """A codes file's summary, or a codec checkpoint's (a file, or a registry name)."""
+    from e2e_voice.assets.specs import MODELS
+    from e2e_voice.codec.files import codec_info, codes_info, is_codec_checkpoint, load_codes
+
+    if str(src) in MODELS or is_codec_checkpoint(src):
+        codec, sha, path = cache.get(str(src))
+        return {"file": str(path), **codec_info(codec, path, sha)}
+    return {"file": str(src), "kind": "codes", **codes_info(load_codes(src))}
+
+
 def _run(args: argparse.Namespace) -> int:
-    from e2e_voice.codec.files import CODES_SUFFIX, CodesFileError, codes_info, load_codes, save_codes
+    from e2e_voice.codec.files import CODES_SUFFIX, CodesFileError, load_codes, save_codes
 
     cache = _CodecCache(args.threads)
     suffixes = (CODES_SUFFIX,) if args.action in ("decode", "info") else AUDIO_SUFFIXES
@@ -174,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     for src in inputs:
         try:
             if args.action == "info":
-                print(json.dumps({"file": str(src), **codes_info(load_codes(src))}, indent=2))
+                print(json.dumps(_info_one(src, cache), indent=2))
                 continue
             if args.action == "encode":
                 dst = _target(src, args.out, len(inputs), CODES_SUFFIX)
@@ -268,20 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", default=None, help="codec file (default: the one the codes name, if it exists)"
     )
     sub.add_parser("roundtrip", parents=[common, enc, dec], help="audio files -> codes -> NAME.recon.wav")
-    p_info = sub.add_parser("info", help="what a codes file holds")
-    p_info.add_argument("inputs", nargs="+")
+    p_info = sub.add_parser(
+        "info", help="what a codes file holds, or a codec checkpoint's rates, levels and size (JSON)"
+    )
+    p_info.add_argument("inputs", nargs="+", help="codes files, codec files or 'mimi-kyutai'")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.action == "info":
-        args.out, args.overwrite, args.threads = None, False, None
-        return _run(args)
+    from e2e_voice.assets.registry import ModelNotAvailableError
     from e2e_voice.codec.files import MAX_WHOLE_SECONDS
 
-    if args.max_whole_seconds is None:
+    if args.action == "info":
+        args.out, args.overwrite, args.threads = None, False, None
+    elif args.max_whole_seconds is None:
         args.max_whole_seconds = MAX_WHOLE_SECONDS
     elif args.max_whole_seconds < 0:
         parser.error("--max-whole-seconds must be >= 0")
@@ -290,8 +303,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sample-rate must be a positive number of Hz or 'source', got {rate!r}")
     if getattr(args, "num_codebooks", None) is not None and args.num_codebooks < 1:
         parser.error("--num-codebooks must be >= 1")
-    from e2e_voice.assets.registry import ModelNotAvailableError
-
     try:
         return _run(args)
     except (FileNotFoundError, ValueError, ModelNotAvailableError) as exc:  # the codec cannot be loaded

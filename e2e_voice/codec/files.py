@@ -127,11 +127,7 @@ def load_codes(path: str | Path) -> Codes:
             f"cannot read {p} as a codes file ({exc}); write one with `e2e-voice codec encode`"
         ) from exc
     if meta.get("format") != CODES_FORMAT or tensor is None:
-        what = (
-            "a codec checkpoint"
-            if any(n.startswith(("encoder.", "decoder.", "quantizer.")) for n in names)
-            else "not a codes file"
-        )
+        what = "a codec checkpoint" if _looks_like_codec(names) else "not a codes file"
         raise CodesFileError(f"{p} is {what}; `e2e-voice codec encode` writes codes files")
     version = int(meta.get("version", "0"))
     if version > CODES_VERSION:
@@ -167,6 +163,59 @@ def codes_info(codes: Codes) -> dict[str, Any]:
         "codec_sha256": codes.codec_sha256,
         "source": codes.source,
         "source_sample_rate": codes.source_sample_rate,
+    }
+
+
+def _looks_like_codec(names: list[str]) -> bool:
+    return any(n.startswith(("encoder.", "decoder.", "quantizer.")) for n in names)
+
+
+def is_codec_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a safetensors file of a Mimi codec's weights (ours or Kyutai's)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return _looks_like_codec(list(f.keys()))
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def codec_info(codec: MimiCodec, path: str | Path, sha256: str) -> dict[str, Any]:
+    """A JSON-friendly summary of a codec checkpoint (for ``e2e-voice codec info``).
+
+    What a user needs before encoding with it: rates, RVQ levels and bitrate, the parameter count of
+    each part, and the SHA-256 that its codes files will record.
+    """
+    from e2e_voice.codec.codec import read_arch
+
+    p = Path(path)
+    model = codec.model
+    parts: dict[str, int] = {}
+    for name, child in model.named_children():
+        n = sum(t.numel() for t in child.parameters())
+        if n:
+            parts[name] = n
+    with safe_open(str(p), framework="pt") as f:
+        names = list(f.keys())  # safe_open is not iterable
+        dtypes = sorted({str(f.get_slice(k).get_dtype()) for k in names})
+    arch = read_arch(p)
+    semantic = getattr(model.quantizer, "n_q_semantic", None)
+    bits = float(np.log2(codec.cardinality))
+    return {
+        "kind": "codec",
+        "architecture": "kyutai" if arch is None else arch,
+        "sample_rate": codec.sample_rate,
+        "frame_rate": codec.frame_rate,
+        "frame_size": codec.frame_size,
+        "codebooks": codec.total_codebooks,
+        "semantic_codebooks": semantic,
+        "cardinality": codec.cardinality,
+        "bitrate_bps": round(codec.total_codebooks * bits * codec.frame_rate, 1),
+        "bitrate_bps_per_codebook": round(bits * codec.frame_rate, 1),
+        "parameters": sum(parts.values()),
+        "parameters_by_part": parts,
+        "stored_dtypes": dtypes,
+        "file_mb": round(p.stat().st_size / 1e6, 2),
+        "sha256": sha256,
     }
 
 
