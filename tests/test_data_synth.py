@@ -236,6 +236,27 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+def test_audio_digest_follows_samples_not_file_bytes(tmp_path: Path) -> None:
+    from e2e_voice.data.synth_cli import audio_digest
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "audio").mkdir()
+    entries = []
+    for i in (1, 0):  # manifest order does not matter, file names do
+        samples = rng.integers(-2000, 2000, size=(4800, 2), dtype=np.int16)
+        sf.write(tmp_path / f"audio/c{i}.flac", samples, 24_000, subtype="PCM_16", compression_level=0.0)
+        entries.append({"audio": f"audio/c{i}.flac"})
+    first = audio_digest(tmp_path, entries)
+    path = tmp_path / "audio/c0.flac"
+    samples, _ = sf.read(path, dtype="int16")
+    before = path.read_bytes()
+    sf.write(path, samples, 24_000, subtype="PCM_16", compression_level=1.0)  # other bytes, same samples
+    assert path.read_bytes() != before and audio_digest(tmp_path, entries) == first
+    samples[100, 1] += 1  # one sample, one step
+    sf.write(path, samples, 24_000, subtype="PCM_16")
+    assert audio_digest(tmp_path, entries) != first
+
+
 REAL_RENDER = synth.render
 
 
@@ -459,7 +480,12 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "out" / f"{s}.jsonl").entries
     ]
     assert len(entries) == 2
-    assert "real time" in capsys.readouterr().out
+    from e2e_voice.data.synth_cli import audio_digest
+
+    digest = audio_digest(tmp_path / "out", [{"audio": e.audio} for e in entries])
+    assert summary["audio_sha256"] == digest
+    out = capsys.readouterr().out
+    assert "real time" in out and f"audio sha256 (16-bit samples): {digest}" in out
 
 
 @pytest.mark.slow

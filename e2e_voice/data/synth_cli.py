@@ -107,6 +107,24 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
     )
 
 
+def audio_digest(out_dir: Path, entries: list[dict[str, Any]]) -> str:
+    """SHA-256 over the corpus's 16-bit samples, conversation by conversation in file-name order.
+
+    Samples, not file bytes: two FLAC encoders (or compression levels) write the same samples as
+    different bytes. Two machines that built the same corpus print the same digest, so comparing it
+    tells whether a rebuild repeated the audio before a training run is blamed for differing.
+    """
+    import hashlib
+
+    import soundfile as sf
+
+    h = hashlib.sha256()
+    for rel in sorted(str(e["audio"]) for e in entries):
+        samples, _ = sf.read(str(out_dir / rel), dtype="int16", always_2d=True)
+        h.update(samples.tobytes())
+    return h.hexdigest()
+
+
 def summarize(result: SynthResult, settings: SynthSettings) -> dict[str, Any]:
     """Counts, rate and where the time went; also written to ``<out_dir>/synth_summary.json``."""
     counts: dict[str, int] = {}
@@ -127,6 +145,7 @@ def summarize(result: SynthResult, settings: SynthSettings) -> dict[str, Any]:
         "stage_share": {k: v / busy for k, v in result.stage_seconds.items()} if busy else {},
         "scenario_counts": counts,
         "manifests": {k: str(v) for k, v in result.manifests.items()},
+        "audio_sha256": audio_digest(settings.out_dir, result.entries),
     }
     (settings.out_dir / "synth_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -145,6 +164,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     for k, v in summary["stage_seconds"].items():
         print(f"{k:<8} {v:9.1f} {100 * summary['stage_share'].get(k, 0):5.1f}%")
     print(f"\nscenarios: {summary['scenario_counts']}")
+    if "audio_sha256" in summary:
+        print(f"audio sha256 (16-bit samples): {summary['audio_sha256']}")
     for split, path in summary["manifests"].items():
         print(f"{split:<6} {path}")
 
