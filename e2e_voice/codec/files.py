@@ -199,7 +199,7 @@ def codec_info(codec: MimiCodec, path: str | Path, sha256: str) -> dict[str, Any
         dtypes = sorted({str(f.get_slice(k).get_dtype()) for k in names})
     arch = read_arch(p)
     semantic = getattr(model.quantizer, "n_q_semantic", None)
-    bits = float(np.log2(codec.cardinality))
+    per_level = codec.bitrate / codec.num_codebooks  # the property's rate at the active levels
     return {
         "kind": "codec",
         "architecture": "kyutai" if arch is None else arch,
@@ -209,8 +209,8 @@ def codec_info(codec: MimiCodec, path: str | Path, sha256: str) -> dict[str, Any
         "codebooks": codec.total_codebooks,
         "semantic_codebooks": semantic,
         "cardinality": codec.cardinality,
-        "bitrate_bps": round(codec.total_codebooks * bits * codec.frame_rate, 1),
-        "bitrate_bps_per_codebook": round(bits * codec.frame_rate, 1),
+        "bitrate_bps": round(codec.total_codebooks * per_level, 1),
+        "bitrate_bps_per_codebook": round(per_level, 1),
         "parameters": sum(parts.values()),
         "parameters_by_part": parts,
         "stored_dtypes": dtypes,
