@@ -408,6 +408,12 @@ RECIPE_CHANGES = [
         {"train.steps": (9500, 11500)},
         id="floor80_long",
     ),
+    pytest.param(  # v10's recipe, also writing two weight averages (the training itself is unchanged)
+        "codec_cpu_deep_qd0_floor80",
+        "codec_cpu_deep_qd0_floor80_ema",
+        {"ema_decays": ([], [0.999, 0.9997])},
+        id="floor80_ema",
+    ),
 ]
 
 
@@ -465,3 +471,75 @@ def test_files_share_splits_crops_between_corpus_and_files(tmp_path: Path) -> No
     assert _sources(OmegaConf.merge(data, {"files_share": None}))[1] is None
     with pytest.raises(ValueError, match="no corpus left"):  # the set is the corpus too
         _sources(OmegaConf.merge(data, {"files": [f"{tmp_path}/*.wav", f"{tmp_path}/set/*.wav"]}))
+
+
+def test_weight_averages_follow_the_schedule_and_reject_bad_decays() -> None:
+    from train.ema import WeightAverages
+
+    lin = torch.nn.Linear(2, 1)
+    lin.register_buffer("count", torch.tensor(3))  # integer buffers are not averaged
+    ema = WeightAverages(lin, [0.5, 0.99])
+    expected: dict[float, torch.Tensor] = {}
+    for n in range(1, 5):
+        with torch.no_grad():
+            lin.weight.add_(1.0)
+        ema.update(lin)
+        for d in (0.5, 0.99):  # the first update copies the weights; later ones follow the schedule
+            keep = min(d, (1 + n) / (10 + n)) if n > 1 else 0.0
+            expected[d] = keep * expected.get(d, lin.weight.detach()) + (1 - keep) * lin.weight.detach()
+    for d, tag in ((0.5, "ema0.5"), (0.99, "ema0.99")):
+        state = ema.averaged_state(tag, lin)
+        assert torch.allclose(state["weight"], expected[d]), (d, state["weight"], expected[d])
+        assert int(state["count"]) == 3
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        WeightAverages(lin, [1.0])
+    with pytest.raises(ValueError, match="twice"):
+        WeightAverages(lin, [0.9, 0.90])
+    with pytest.raises(KeyError, match="keeps"):
+        ema.averaged_state("ema0.9", lin)
+
+
+def test_weight_averages_leave_the_run_unchanged_resume_and_export(corpus: Path, tmp_path: Path) -> None:
+    """ema_decays: the live weights equal a run without them; the averages resume exactly and export.
+
+    On the committed codec's spectral architecture (``codec=cpu``). The averages are written from their
+    own tensors: a first version deep-copied the model to save them, which stopped a real run of the
+    recipe at its first save (a module held a non-leaf tensor; this smaller run's copy went through).
+    """
+    from train.export import export_codec
+
+    overrides = ("codec=cpu", "loss.weights.distill_cos=0", "quantizer_dropout=0.7", "train.save_every=2")
+    plain = CodecTrainer(_cfg(corpus, *overrides), tmp_path / "plain")
+    plain.fit(steps=3)
+    averaged = CodecTrainer(_cfg(corpus, *overrides, "ema_decays=[0.5,0.9]"), tmp_path / "ema")
+    averaged.fit(steps=3)
+    a, b = _params(plain), _params(averaged)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert averaged.ema is not None and averaged.ema.updates == 3
+    live = averaged.unwrapped.state_dict()
+    moved = [k for k, v in averaged.ema.averages["ema0.9"].items() if not torch.equal(v, live[k])]
+    assert moved, "the average never differed from the live weights"
+
+    first = CodecTrainer(_cfg(corpus, *overrides, "ema_decays=[0.5,0.9]"), tmp_path / "resumed")
+    first.fit(steps=2)
+    del first
+    resumed = CodecTrainer(_cfg(corpus, *overrides, "ema_decays=[0.5,0.9]"), tmp_path / "resumed")
+    resumed.fit(steps=3)
+    assert resumed.ema is not None and resumed.ema.updates == 3
+    for tag, avg in averaged.ema.averages.items():
+        for k, v in avg.items():
+            assert torch.equal(v, resumed.ema.averages[tag][k]), (tag, k)
+
+    # The saved average is what the trainer holds, and export picks it by decay.
+    out = export_codec(tmp_path / "ema", tmp_path / "avg.safetensors", dtype=None, ema=0.9)
+    loaded = load_codec(out).state_dict()
+    for k, v in averaged.ema.averages["ema0.9"].items():
+        assert torch.equal(loaded[k].float(), v.float()), k
+    with pytest.raises(FileNotFoundError, match=r"codec_ema0\.5\.safetensors"):
+        export_codec(tmp_path / "ema", tmp_path / "x.safetensors", ema=0.99)
+    with pytest.raises(FileNotFoundError, match="train with ema_decays"):
+        export_codec(tmp_path / "plain", tmp_path / "x.safetensors", ema=0.9)
+    # Adding averages to a run whose checkpoint has none is an error, not a silent fresh start.
+    with pytest.raises(ValueError, match="without weight averages"):
+        CodecTrainer(_cfg(corpus, *overrides, "ema_decays=[0.9]"), tmp_path / "plain").fit(steps=4)

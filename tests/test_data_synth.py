@@ -237,7 +237,7 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 
 
 def test_audio_digest_follows_samples_not_file_bytes(tmp_path: Path) -> None:
-    from e2e_voice.data.synth_cli import audio_digest
+    from e2e_voice.data.digests import audio_digest
 
     rng = np.random.default_rng(0)
     (tmp_path / "audio").mkdir()
@@ -255,6 +255,47 @@ def test_audio_digest_follows_samples_not_file_bytes(tmp_path: Path) -> None:
     samples[100, 1] += 1  # one sample, one step
     sf.write(path, samples, 24_000, subtype="PCM_16")
     assert audio_digest(tmp_path, entries) != first
+
+
+def test_digest_compare_names_the_differing_channel_and_its_voice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two builds that differ in one sample of one user channel: the comparison names that channel."""
+    from e2e_voice.data.digests import audio_digests
+    from e2e_voice.data.digests import main as compare_main
+
+    voices = {
+        0: {"assistant": "kokoro:jm_kumo", "user": "piper:joe"},
+        1: {"assistant": "kokoro:jm_kumo", "user": "flite:kal16"},
+    }
+    builds = {}
+    for name in ("a", "b"):
+        d = tmp_path / name
+        (d / "audio").mkdir(parents=True)
+        entries = []
+        for i in (0, 1):
+            samples = np.random.default_rng(i).integers(-2000, 2000, size=(4800, 2), dtype=np.int16)
+            if name == "b" and i == 0:
+                samples[7, 1] += 1  # the user channel of conversation 0
+            sf.write(d / f"audio/c{i}.flac", samples, 24_000, subtype="PCM_16")
+            entries.append({"audio": f"audio/c{i}.flac", "voices": voices[i]})
+        (d / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+        whole, channels = audio_digests(d, entries)
+        (d / "synth_summary.json").write_text(
+            json.dumps({"audio_sha256": whole, "audio_sha256_channels": channels})
+        )
+        builds[name] = channels
+    assert builds["a"]["audio/c0.flac"][0] == builds["b"]["audio/c0.flac"][0]
+    assert builds["a"]["audio/c0.flac"][1] != builds["b"]["audio/c0.flac"][1]
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b"), "--list"]) == 1
+    out = capsys.readouterr().out
+    assert "1 of 4 channels differ" in out
+    assert "audio/c0.flac user      piper:joe" in out
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "a" / "synth_summary.json")]) == 0
+    assert "the same audio" in capsys.readouterr().out
+    (tmp_path / "old.json").write_text(json.dumps({"audio_sha256": "x"}))
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "old.json")]) == 2
+    assert "audio_sha256_channels" in capsys.readouterr().err
 
 
 REAL_RENDER = synth.render
@@ -480,10 +521,12 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         e for s in ("train", "valid", "test") for e in read_manifest(tmp_path / "out" / f"{s}.jsonl").entries
     ]
     assert len(entries) == 2
-    from e2e_voice.data.synth_cli import audio_digest
+    from e2e_voice.data.digests import audio_digest
 
     digest = audio_digest(tmp_path / "out", [{"audio": e.audio} for e in entries])
     assert summary["audio_sha256"] == digest
+    assert sorted(summary["audio_sha256_channels"]) == sorted(e.audio for e in entries)
+    assert all(len(d) == 2 for d in summary["audio_sha256_channels"].values())  # assistant, user
     out = capsys.readouterr().out
     assert "real time" in out and f"audio sha256 (16-bit samples): {digest}" in out
 

@@ -9,6 +9,9 @@ follow an EMA of their assigned latents and replace dead entries in training mod
 gradient); ``distill/cos`` cosine distance between the projected first (semantic) level and a frozen
 teacher's features.
 Quantizer dropout: with probability ``quantizer_dropout`` a batch uses a random number of levels.
+Weight averages: ``ema_decays: [0.999]`` keeps an exponential moving average of the codec's weights per
+decay (:mod:`train.ema`), written beside the live weights as ``codec_ema0.999.safetensors``; they only
+read the model, so the run trains exactly as without them.
 
 A run lives in ``runs/train_codec/<run_name>/``: ``checkpoint.pt`` (everything to resume exactly,
 written atomically), ``codec.safetensors`` (Kyutai's format + our architecture metadata, loadable
@@ -48,6 +51,7 @@ from train.codec_losses import (
     discriminator_loss,
     generator_losses,
 )
+from train.ema import WeightAverages
 from train.teachers import Teacher, TeacherCache
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,13 @@ LOSS_KEYS = ("rec/mel", "rec/l1", "spec/amp", "spec/phase", "adv/gen", "adv/feat
 
 def _codebooks(codec: MimiCodec) -> list[torch.nn.Module]:
     return [m for m in codec.model.modules() if hasattr(m, "_next_unused_check")]
+
+
+def _forget_cached_codebooks(codec: MimiCodec) -> None:
+    """Drop the codebooks' cached embeddings after their buffers were overwritten by ``load_state_dict``."""
+    for m in _codebooks(codec):
+        m._cached_initialized = False  # type: ignore[assignment]
+        m.register_buffer("_embedding", None, persistent=False)
 
 
 def _lr_lambda(warmup: int, total: int) -> Any:
@@ -192,6 +203,10 @@ class CodecTrainer:
         )
         if self.distill is not None:
             self.distill = self.accelerator.prepare(self.distill)
+        # Built after everything that draws from the global RNG, and only reading the codec: a run's
+        # trajectory is the same with or without averages (a test checks it).
+        decays = list(cfg.get("ema_decays") or [])
+        self.ema = WeightAverages(self.unwrapped, decays) if decays else None
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -247,6 +262,8 @@ class CodecTrainer:
         self.accelerator.clip_grad_norm_(self.codec.parameters(), float(cfg.grad_clip))
         self.opt_g.step()
         self.sched_g.step()
+        if self.ema is not None:
+            self.ema.update(codec)
 
         logs = {k: float(v.detach()) for k, v in losses.items()}
         if adversarial:
@@ -284,6 +301,7 @@ class CodecTrainer:
             "sched_d": self.sched_d.state_dict(),
             "data": self.data.state_dict(),
             "rng": rng_state(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "history": self.history,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
@@ -291,10 +309,16 @@ class CodecTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         acc = self.accelerator
         acc.unwrap_model(self.codec).load_state_dict(state["codec"])
+        _forget_cached_codebooks(self.unwrapped)
         for m, n in zip(_codebooks(self.unwrapped), state["codebook_counters"], strict=True):
             m._next_unused_check = n
-            m._cached_initialized = False  # type: ignore[assignment]
-            m.register_buffer("_embedding", None, persistent=False)
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError(
+                    f"ema_decays={list(self.ema.decays)} but the checkpoint in {self.run_dir} was written"
+                    " without weight averages: resume without ema_decays, or start a new run_name"
+                )
+            self.ema.load_state_dict(state["ema"])
         acc.unwrap_model(self.disc).load_state_dict(state["disc"])
         if self.distill is not None:
             acc.unwrap_model(self.distill).load_state_dict(state["distill"])
@@ -312,6 +336,12 @@ class CodecTrainer:
         codec = self.unwrapped
         codec.set_num_codebooks(self.eval_codebooks)
         save_codec(codec, self.run_dir / "codec.safetensors")
+        if self.ema is not None:
+            # The averages are written straight from their tensors: the live codec is never loaded with them.
+            for tag in self.ema.averages:
+                state = self.ema.averaged_state(tag, codec)
+                weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+                save_codec(codec, self.run_dir / f"codec_{tag}.safetensors", weights=weights)
         codec.set_num_codebooks(codec.total_codebooks)
         return path
 

@@ -1,6 +1,7 @@
 """``e2e-voice export``: turn a training run into the small checkpoint that gets shipped.
 
     e2e-voice export codec runs/train_codec/codec_cpu_v2 checkpoints/codec_cpu/codec.safetensors
+    e2e-voice export codec runs/train_codec/codec_cpu_v2 averaged.safetensors --ema 0.999
     e2e-voice export lm runs/train_lm/lm_tiny_v1 checkpoints/lm_tiny \\
         --codec checkpoints/codec_cpu/codec.safetensors
 
@@ -20,13 +21,37 @@ import torch
 
 from e2e_voice.codec import load_codec, save_codec
 from e2e_voice.lm.export import save_export
+from train.ema import ema_tag
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": None}
 
 
-def export_codec(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
-    """A ``train-codec`` run directory (or its ``codec.safetensors``) -> one shippable file."""
+def export_codec(
+    src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.float16, ema: float | None = None
+) -> Path:
+    """A ``train-codec`` run directory (or its ``codec.safetensors``) -> one shippable file.
+
+    Args:
+        src: the run directory or a codec file.
+        dst: the file to write.
+        dtype: the weights' dtype (``None`` keeps float32).
+        ema: take the run's weights averaged with this decay (``ema_decays`` in training) instead of the
+            last step's; needs a run directory.
+
+    Raises:
+        FileNotFoundError: no such run or file, or the run kept no average with that decay.
+    """
     path = Path(src)
+    if ema is not None:
+        if not path.is_dir():
+            raise FileNotFoundError(f"--ema needs a train-codec run directory; {path} is not one")
+        name = f"codec_{ema_tag(ema)}.safetensors"
+        if not (path / name).is_file():
+            kept = sorted(p.name for p in path.glob("codec_ema*.safetensors"))
+            raise FileNotFoundError(
+                f"{path} holds no {name}; its weight averages: {kept or 'none (train with ema_decays=[...])'}"
+            )
+        path = path / name
     if path.is_dir():
         path = path / "codec.safetensors"
     if not path.is_file():
@@ -82,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("codec", help="train-codec run (or codec.safetensors) -> one safetensors file")
     c.add_argument("src")
     c.add_argument("dst")
+    c.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="export the run's weight average with this decay",
+    )
     m = sub.add_parser("lm", help="train-lm run (or checkpoint.pt) -> export directory")
     m.add_argument("src")
     m.add_argument("dst")
@@ -91,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         if ns.what == "codec":
-            out = export_codec(ns.src, ns.dst, DTYPES[ns.dtype])
+            out = export_codec(ns.src, ns.dst, DTYPES[ns.dtype], ema=ns.ema)
         else:
             out = export_lm(ns.src, ns.dst, ns.codec, DTYPES[ns.dtype])
     except (FileNotFoundError, ValueError) as e:

@@ -19,7 +19,7 @@ Input handling, documented once here:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,7 +386,12 @@ def load_codec(checkpoint: str | Path, num_codebooks: int | None = None, **kwarg
     return build_codec(num_codebooks=n, checkpoint=path, **arch, **kwargs)
 
 
-def save_codec(codec: MimiCodec, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+def save_codec(
+    codec: MimiCodec,
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
     """Write the model in Kyutai's format (safetensors of the state dict) plus our metadata, atomically.
 
     Args:
@@ -395,12 +400,23 @@ def save_codec(codec: MimiCodec, path: str | Path, dtype: torch.dtype | None = N
         dtype: store the learned weights in this dtype (e.g. ``torch.float16`` halves a committed
             checkpoint); buffers such as the RVQ codebooks' running sums stay float32, because
             rounding them moves centroids and changes codes. Loading casts back to the model's dtype.
+        weights: write these tensors instead of the codec's own (same keys as ``codec.model``'s
+            ``state_dict``), e.g. averaged weights, without loading them into the live model.
+
+    Raises:
+        KeyError: ``weights`` lacks or adds keys.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     params = {name for name, _ in codec.model.named_parameters()}
+    own = codec.model.state_dict()
+    if weights is not None and set(weights) != set(own):
+        raise KeyError(
+            f"weights must hold exactly the codec's keys: missing {sorted(set(own) - set(weights))[:5]},"
+            f" unexpected {sorted(set(weights) - set(own))[:5]}"
+        )
     state = {}
-    for k, v in codec.model.state_dict().items():
+    for k, v in (own if weights is None else weights).items():
         v = v.detach().contiguous().cpu()
         if dtype is not None and k in params and v.is_floating_point():
             v = v.to(dtype)

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
+from e2e_voice.data.digests import audio_digests
 from e2e_voice.data.scenarios import TimingSettings
 from e2e_voice.data.synth import SynthResult, SynthSettings, VoicePool, generate
 from e2e_voice.tts.engines import VoiceSpec
@@ -107,24 +108,6 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
     )
 
 
-def audio_digest(out_dir: Path, entries: list[dict[str, Any]]) -> str:
-    """SHA-256 over the corpus's 16-bit samples, conversation by conversation in file-name order.
-
-    Samples, not file bytes: two FLAC encoders (or compression levels) write the same samples as
-    different bytes. Two machines that built the same corpus print the same digest, so comparing it
-    tells whether a rebuild repeated the audio before a training run is blamed for differing.
-    """
-    import hashlib
-
-    import soundfile as sf
-
-    h = hashlib.sha256()
-    for rel in sorted(str(e["audio"]) for e in entries):
-        samples, _ = sf.read(str(out_dir / rel), dtype="int16", always_2d=True)
-        h.update(samples.tobytes())
-    return h.hexdigest()
-
-
 def summarize(result: SynthResult, settings: SynthSettings) -> dict[str, Any]:
     """Counts, rate and where the time went; also written to ``<out_dir>/synth_summary.json``."""
     counts: dict[str, int] = {}
@@ -145,8 +128,12 @@ def summarize(result: SynthResult, settings: SynthSettings) -> dict[str, Any]:
         "stage_share": {k: v / busy for k, v in result.stage_seconds.items()} if busy else {},
         "scenario_counts": counts,
         "manifests": {k: str(v) for k, v in result.manifests.items()},
-        "audio_sha256": audio_digest(settings.out_dir, result.entries),
     }
+    # One digest over the corpus and one per channel of each file, so two machines' builds can be compared
+    # file by file (`python -m e2e_voice.data.digests A B`).
+    summary["audio_sha256"], summary["audio_sha256_channels"] = audio_digests(
+        settings.out_dir, result.entries
+    )
     (settings.out_dir / "synth_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
