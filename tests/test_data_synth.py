@@ -525,8 +525,9 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     digest = audio_digest(tmp_path / "out", [{"audio": e.audio} for e in entries])
     assert summary["audio_sha256"] == digest
-    assert sorted(summary["audio_sha256_channels"]) == sorted(e.audio for e in entries)
-    assert all(len(d) == 2 for d in summary["audio_sha256_channels"].values())  # assistant, user
+    channels = summary["audio_sha256_channels"]  # keyed by the manifests' paths, relative to the corpus
+    assert sorted(Path(k).name for k in channels) == sorted(Path(e.audio).name for e in entries)
+    assert all(len(d) == 2 for d in channels.values())  # assistant, user
     out = capsys.readouterr().out
     assert "real time" in out and f"audio sha256 (16-bit samples): {digest}" in out
 
