@@ -478,7 +478,7 @@ def test_weight_averages_follow_the_schedule_and_reject_bad_decays() -> None:
 
     lin = torch.nn.Linear(2, 1)
     lin.register_buffer("count", torch.tensor(3))  # integer buffers are not averaged
-    ema = WeightAverages(lin, [0.5, 0.99])
+    ema = WeightAverages([0.5, 0.99])
     expected: dict[float, torch.Tensor] = {}
     for n in range(1, 5):
         with torch.no_grad():
@@ -492,9 +492,9 @@ def test_weight_averages_follow_the_schedule_and_reject_bad_decays() -> None:
         assert torch.allclose(state["weight"], expected[d]), (d, state["weight"], expected[d])
         assert int(state["count"]) == 3
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
-        WeightAverages(lin, [1.0])
+        WeightAverages([1.0])
     with pytest.raises(ValueError, match="twice"):
-        WeightAverages(lin, [0.9, 0.90])
+        WeightAverages([0.9, 0.90])
     with pytest.raises(KeyError, match="keeps"):
         ema.averaged_state("ema0.9", lin)
 

@@ -62,13 +62,6 @@ def _codebooks(codec: MimiCodec) -> list[torch.nn.Module]:
     return [m for m in codec.model.modules() if hasattr(m, "_next_unused_check")]
 
 
-def _forget_cached_codebooks(codec: MimiCodec) -> None:
-    """Drop the codebooks' cached embeddings after their buffers were overwritten by ``load_state_dict``."""
-    for m in _codebooks(codec):
-        m._cached_initialized = False  # type: ignore[assignment]
-        m.register_buffer("_embedding", None, persistent=False)
-
-
 def _lr_lambda(warmup: int, total: int) -> Any:
     def f(step: int) -> float:
         if step < warmup:
@@ -206,7 +199,7 @@ class CodecTrainer:
         # Built after everything that draws from the global RNG, and only reading the codec: a run's
         # trajectory is the same with or without averages (a test checks it).
         decays = list(cfg.get("ema_decays") or [])
-        self.ema = WeightAverages(self.unwrapped, decays) if decays else None
+        self.ema = WeightAverages(decays) if decays else None
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -309,9 +302,10 @@ class CodecTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         acc = self.accelerator
         acc.unwrap_model(self.codec).load_state_dict(state["codec"])
-        _forget_cached_codebooks(self.unwrapped)
         for m, n in zip(_codebooks(self.unwrapped), state["codebook_counters"], strict=True):
             m._next_unused_check = n
+            m._cached_initialized = False  # type: ignore[assignment]
+            m.register_buffer("_embedding", None, persistent=False)
         if self.ema is not None:
             if state.get("ema") is None:
                 raise ValueError(

@@ -32,14 +32,13 @@ class WeightAverages:
     first steps' weights do not linger in them (TensorFlow's ``num_updates`` schedule).
 
     Args:
-        module: the model whose weights are averaged (read, never written).
-        decays: one average per decay, each in (0, 1).
+        decays: one average per decay, each in (0, 1); the model is passed to :meth:`update`.
 
     Raises:
         ValueError: a decay outside (0, 1), or the same decay twice.
     """
 
-    def __init__(self, module: torch.nn.Module, decays: list[float] | tuple[float, ...]) -> None:
+    def __init__(self, decays: list[float] | tuple[float, ...]) -> None:
         values = [float(d) for d in decays]
         bad = [d for d in values if not 0.0 < d < 1.0]
         if bad:
