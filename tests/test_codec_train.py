@@ -414,6 +414,12 @@ RECIPE_CHANGES = [
         {"ema_decays": ([], [0.999, 0.9997])},
         id="floor80_ema",
     ),
+    pytest.param(  # v10's recipe with three averages the warm-up cap lets apart (0.99, 0.998, 0.999)
+        "codec_cpu_deep_qd0_floor80",
+        "codec_cpu_deep_qd0_floor80_ema3",
+        {"ema_decays": ([], [0.99, 0.998, 0.999])},
+        id="floor80_ema3",
+    ),
 ]
 
 
