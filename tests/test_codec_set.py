@@ -249,6 +249,24 @@ def test_rank_missed_words_see_through_insertions() -> None:
     assert "| noisy | 85.0% [" in text and "| +0.0 [+0.0, +0.0] |" in text
 
 
+def test_rank_sorts_by_missed_words_when_asked() -> None:
+    """By WER the run that misses more words but inserts none leads; by missed words the other one does."""
+    words = [10] * 30
+    misses = [3, 1, 4, 2, 5] * 6
+    fewer_misses_many_insertions = _summary(
+        "user", [m - 1 + 5 for m in misses], words, [m - 1 for m in misses]
+    )
+    results = {"base": _summary("user", misses, words), "chatty": fewer_misses_many_insertions}
+    by_wer = codec_rank.rank(results, "base")
+    assert [r["name"] for r in by_wer["groups"]["user"]] == ["base", "chatty"] and by_wer["sort_by"] == "wer"
+    by_missed = codec_rank.rank(results, "base", sort_by="missed")
+    assert [r["name"] for r in by_missed["groups"]["user"]] == ["chatty", "base"]
+    assert "Rows are sorted by missed words." in codec_rank.to_markdown(by_missed, "set")
+    assert "sorted by missed" not in codec_rank.to_markdown(by_wer, "set")
+    with pytest.raises(ValueError, match="give one of wer, missed"):
+        codec_rank.rank(results, "base", sort_by="stoi")
+
+
 def test_rescore_fills_missed_words_from_stored_transcripts() -> None:
     clips = [Clip("c0", np.zeros(10, np.float32), "the cat sat on the mat", "user")]
     row = {

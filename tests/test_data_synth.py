@@ -7,6 +7,7 @@ answers, Whisper alignment) is checked with the same invariants.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from dataclasses import replace
@@ -296,6 +297,89 @@ def test_digest_compare_names_the_differing_channel_and_its_voice(
     (tmp_path / "old.json").write_text(json.dumps({"audio_sha256": "x"}))
     assert compare_main([str(tmp_path / "a"), str(tmp_path / "old.json")]) == 2
     assert "audio_sha256_channels" in capsys.readouterr().err
+    # Several others: status 0 when one of them has the same audio, and the summary line names it.
+    assert compare_main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "a")]) == 0
+    assert f"same audio as: {tmp_path / 'a'}" in capsys.readouterr().out
+    assert compare_main([str(tmp_path / "b"), str(tmp_path / "a"), str(tmp_path / "a")]) == 1
+    assert "same audio as: none of them" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # nothing to compare with and nothing to save
+        compare_main([str(tmp_path / "a")])
+
+
+def test_digest_save_keeps_the_build_and_its_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--save`` writes digests a later comparison reads back as the same audio, with the machine the summary
+    recorded; a summary without one gets this machine's, marked as read when saving."""
+    from e2e_voice.data.digests import audio_digests
+    from e2e_voice.data.digests import main as digests_main
+
+    d = tmp_path / "corpus"
+    (d / "audio").mkdir(parents=True)
+    sf.write(d / "audio/c0.flac", np.zeros((2400, 2), dtype=np.int16), 24_000, subtype="PCM_16")
+    entries = [{"audio": "audio/c0.flac", "voices": {"assistant": "kokoro:jm_kumo", "user": "piper:joe"}}]
+    (d / "train.jsonl").write_text(json.dumps(entries[0]) + "\n")
+    whole, channels = audio_digests(d, entries)
+    machine = {"cpu": "Test CPU", "family": "25", "model": "17", "vector_isa": "avx512", "cores": 2}
+    summary = {
+        "audio_sha256": whole,
+        "audio_sha256_channels": channels,
+        "built": "2026-12-02",
+        "machine": machine,
+    }
+    (d / "synth_summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "digests" / "saved.json"
+    assert digests_main([str(d), "--save", str(out), "--label", "test corpus"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["corpus"] == "test corpus" and saved["built"] == "2026-12-02"
+    assert saved["machine"] == machine and "machine_read" not in saved
+    assert saved["audio_sha256_channels"] == channels
+    assert "Test CPU, family 25 model 17, avx512, 2 cores" in capsys.readouterr().out
+    assert saved["voices"] == {"audio/c0.flac": entries[0]["voices"]}
+    assert digests_main([str(d), str(out)]) == 0  # the saved file compares as the same audio
+    capsys.readouterr()
+    # As the first build, a saved file counts by engine from the voices it carries, not from stray
+    # manifests that happen to lie beside it.
+    (out.parent / "stray.jsonl").write_text(json.dumps({"audio": "audio/c0.flac", "voices": {}}) + "\n")
+    assert digests_main([str(out), str(d)]) == 0
+    assert "kokoro          0    1" in capsys.readouterr().out
+    assert not list(out.parent.glob("*.tmp"))
+
+    del summary["machine"], summary["built"]
+    (d / "synth_summary.json").write_text(json.dumps(summary))
+    assert digests_main([str(d), "--save", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert "machine_read" in saved and saved["machine"]["cores"] >= 1
+    assert saved["corpus"] == str(d) and len(saved["built"]) == 10
+    assert digests_main([str(tmp_path / "missing"), "--save", str(out)]) == 2
+    assert "no synth_summary.json" in capsys.readouterr().err
+
+
+def test_machine_fingerprint_reads_cpu_family_and_widest_vector_isa(tmp_path: Path) -> None:
+    """The first processor's block of ``/proc/cpuinfo`` gives the CPU; AVX-512 is told from AVX2 alone."""
+    from e2e_voice.data.digests import describe_machine, machine_fingerprint
+
+    block = (
+        "vendor_id\t: AuthenticAMD\ncpu family\t: {fam}\nmodel\t\t: {model}\n"
+        "model name\t: AMD EPYC\nflags\t\t: {flags}\n"
+    )
+    for fam, model, flags, isa in (
+        ("25", "1", "sse4_2 avx avx2", "avx2"),
+        ("25", "17", "avx avx2 avx512f", "avx512"),
+    ):
+        info = tmp_path / f"cpuinfo_{model}"
+        # A second processor with other flags is ignored: the first block describes the machine.
+        info.write_text(
+            block.format(fam=fam, model=model, flags=flags) + "\n" + block.format(fam=9, model=9, flags="")
+        )
+        machine = machine_fingerprint(str(info))
+        assert (machine["vendor"], machine["family"], machine["model"]) == ("AuthenticAMD", fam, model)
+        assert machine["vector_isa"] == isa
+        assert machine["packages"]["numpy"] == np.__version__
+        assert describe_machine(machine).startswith(f"AMD EPYC, family {fam} model {model}, {isa}")
+    missing = machine_fingerprint(str(tmp_path / "none"))
+    assert missing["cpu"] is None and missing["vector_isa"] is None
+    assert describe_machine("Intel Xeon, 2 vCPUs") == "Intel Xeon, 2 vCPUs"  # older files: free text
 
 
 REAL_RENDER = synth.render
@@ -528,8 +612,13 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     channels = summary["audio_sha256_channels"]  # keyed by the manifests' paths, relative to the corpus
     assert sorted(Path(k).name for k in channels) == sorted(Path(e.audio).name for e in entries)
     assert all(len(d) == 2 for d in channels.values())  # assistant, user
+    from e2e_voice.data.digests import machine_fingerprint
+
+    assert summary["machine"] == machine_fingerprint()  # the machine that built it, recorded beside
+    assert summary["built"] == datetime.date.today().isoformat()
     out = capsys.readouterr().out
     assert "real time" in out and f"audio sha256 (16-bit samples): {digest}" in out
+    assert "built on: " in out
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ Example: ``e2e-voice synth-data num_conversations=40 workers=2 out_dir=data/gene
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
-from e2e_voice.data.digests import audio_digests
+from e2e_voice.data.digests import audio_digests, describe_machine, machine_fingerprint
 from e2e_voice.data.scenarios import TimingSettings
 from e2e_voice.data.synth import SynthResult, SynthSettings, VoicePool, generate
 from e2e_voice.tts.engines import VoiceSpec
@@ -134,6 +135,9 @@ def summarize(result: SynthResult, settings: SynthSettings) -> dict[str, Any]:
     summary["audio_sha256"], summary["audio_sha256_channels"] = audio_digests(
         settings.out_dir, result.entries
     )
+    # The samples depend on the CPU (builds with and without AVX-512 differ) and the libraries' versions.
+    summary["built"] = datetime.date.today().isoformat()
+    summary["machine"] = machine_fingerprint()
     (settings.out_dir / "synth_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -153,6 +157,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"\nscenarios: {summary['scenario_counts']}")
     if "audio_sha256" in summary:
         print(f"audio sha256 (16-bit samples): {summary['audio_sha256']}")
+    if "machine" in summary:
+        print(f"built on: {describe_machine(summary['machine'])}")
     for split, path in summary["manifests"].items():
         print(f"{split:<6} {path}")
 
