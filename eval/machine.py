@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from e2e_voice.data.digests import cpu_info
+
 BUSY = 0.25  # share of all cores other jobs use, above which they visibly slow a benchmark down
 
 
@@ -61,15 +63,8 @@ def cpu_name(path: str = "/proc/cpuinfo") -> str:
     architecture alone where the model is not readable. Sessions may land on different machines, and the
     architecture alone does not tell them apart."""
     arch = platform.machine() or platform.processor() or "unknown"
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return f"{value.strip()} ({arch})"
-    except OSError:
-        pass
-    return arch
+    model = cpu_info(path).get("model name")
+    return f"{model} ({arch})" if model else arch
 
 
 def machine_context(threads: int | None = None, seconds: float = 1.0) -> dict[str, Any]:

@@ -87,8 +87,8 @@ def audio_digest(out_dir: Path, entries: list[dict[str, Any]]) -> str:
     return audio_digests(out_dir, entries)[0]
 
 
-def _cpuinfo(path: str) -> dict[str, str]:
-    """The first processor's ``key: value`` lines of ``/proc/cpuinfo`` (empty off Linux)."""
+def cpu_info(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's ``key: value`` lines of ``/proc/cpuinfo`` (empty off Linux or unreadable)."""
     info: dict[str, str] = {}
     try:
         with open(path) as f:
@@ -118,7 +118,7 @@ def machine_fingerprint(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
         "cores", "arch", "python", "packages": {name: version}, "espeak_ng": version line}``; a value that
         cannot be read is None, a package that is not installed is left out.
     """
-    info = _cpuinfo(cpuinfo)
+    info = cpu_info(cpuinfo)
     flags = set((info.get("flags") or info.get("Features") or "").split())
     packages = {}
     for name in AUDIO_PACKAGES:
@@ -157,6 +157,7 @@ def describe_machine(machine: Any) -> str:
 
 
 def _summary(path: Path) -> tuple[dict[str, Any], Path]:
+    """A build's summary (or saved digest file) and that file's path."""
     file = path / "synth_summary.json" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(
@@ -168,12 +169,7 @@ def _summary(path: Path) -> tuple[dict[str, Any], Path]:
             f"{file} has no per-channel digests (audio_sha256_channels): it was written before 2026-12-02;"
             " rebuild the corpus with `e2e-voice synth-data` (a rebuild reuses its TTS cache)"
         )
-    return summary, file.parent
-
-
-def _is_corpus_summary(path: Path) -> bool:
-    """Whether ``path`` is a corpus directory or its ``synth_summary.json`` (not a saved digest file)."""
-    return path.is_dir() or path.name == "synth_summary.json"
+    return summary, file
 
 
 def _voices(corpus_dir: Path) -> dict[str, dict[str, str]]:
@@ -187,18 +183,26 @@ def _voices(corpus_dir: Path) -> dict[str, dict[str, str]]:
     return voices
 
 
+def _build_voices(summary: dict[str, Any], file: Path) -> dict[str, dict[str, str]]:
+    """A build's ``{audio path: {role: voice}}``: a saved digest file carries them, a corpus's summary has
+    its manifests beside it (a saved file's folder may hold unrelated manifests: they are not read)."""
+    if "voices" in summary:
+        return dict(summary["voices"])
+    return _voices(file.parent) if file.name == "synth_summary.json" else {}
+
+
 def compare(a: Path, b: Path) -> dict[str, Any]:
     """Which channels of two builds differ, by voice engine.
 
     Returns:
         ``{"same_corpus": bool, "channels": n, "differ": [(audio, role, voice), ...],
-        "by_engine": {engine: [differing, total]}, "only_in_a": [...], "only_in_b": [...]}``.
+        "by_engine": {engine: [differing, total]}, "only_in_a": [...], "only_in_b": [...],
+        "machine_b": the machine b records, or None}``.
     """
-    sa, dir_a = _summary(a)
+    sa, file_a = _summary(a)
     sb, _ = _summary(b)
     ca, cb = sa["audio_sha256_channels"], sb["audio_sha256_channels"]
-    # A saved digest file carries its corpus's voices; a corpus directory's manifests hold them.
-    voices = sa.get("voices") or (_voices(dir_a) if _is_corpus_summary(a) else {})
+    voices = _build_voices(sa, file_a)
     differ: list[tuple[str, str, str]] = []
     by_engine: dict[str, list[int]] = {}
     for rel in sorted(set(ca) & set(cb)):
@@ -218,6 +222,7 @@ def compare(a: Path, b: Path) -> dict[str, Any]:
         "by_engine": by_engine,
         "only_in_a": sorted(set(ca) - set(cb)),
         "only_in_b": sorted(set(cb) - set(ca)),
+        "machine_b": sb.get("machine"),
     }
 
 
@@ -231,8 +236,7 @@ def save(corpus: Path, out: Path, label: str | None = None) -> dict[str, Any]:
     Returns:
         The record written.
     """
-    summary, directory = _summary(corpus)
-    file = directory / "synth_summary.json" if corpus.is_dir() else corpus
+    summary, file = _summary(corpus)
     built = summary.get("built") or datetime.date.fromtimestamp(file.stat().st_mtime).isoformat()
     record: dict[str, Any] = {"corpus": label or summary.get("corpus") or str(corpus), "built": built}
     if summary.get("machine"):
@@ -243,7 +247,7 @@ def save(corpus: Path, out: Path, label: str | None = None) -> dict[str, Any]:
     record["audio_sha256"] = summary["audio_sha256"]
     record["audio_sha256_channels"] = summary["audio_sha256_channels"]
     # The voices let a later comparison from this file count differences by TTS engine.
-    voices = summary.get("voices") or (_voices(directory) if _is_corpus_summary(corpus) else {})
+    voices = _build_voices(summary, file)
     if voices:
         record["voices"] = voices
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +263,7 @@ def _print_comparison(a: Path, b: Path, result: dict[str, Any], list_channels: b
         "the same audio" if result["same_corpus"] else f"{n_diff} of {result['channels']} channels differ"
     )
     print(f"{a} vs {b}: {verdict}")
-    print(f"  {b}: {describe_machine(_summary(b)[0].get('machine'))}")
+    print(f"  {b}: {describe_machine(result['machine_b'])}")
     print(f"  {'engine':<10} {'differ':>6} {'of':>4}")
     for engine, (d, total) in sorted(result["by_engine"].items()):
         print(f"  {engine:<10} {d:6d} {total:4d}")
