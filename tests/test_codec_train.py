@@ -129,7 +129,9 @@ def test_data_sources(tmp_path: Path, corpus: Path) -> None:
 
 
 @pytest.mark.slow
-def test_distillation_with_whisper_teacher(corpus: Path, tmp_path: Path) -> None:
+def test_distillation_with_whisper_teacher(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The Whisper base encoder (bundle, CTranslate2) is a real teacher; the loss trains the encoder."""
     teacher = WhisperEncoderTeacher()
     audio = torch.from_numpy(espeak_speech("The teacher hears this sentence.", SAMPLE_RATE))
@@ -154,15 +156,29 @@ def test_distillation_with_whisper_teacher(corpus: Path, tmp_path: Path) -> None
     assert grad is not None and grad.abs().sum() > 0
 
     # distill_cache: whole-clip features computed once in a child process; no teacher in the trainer.
-    cached = CodecTrainer(_cfg(corpus, "quantizer_dropout=0", "distill_cache=true"), tmp_path / "cached")
+    overrides = ("quantizer_dropout=0", "distill_cache=true", f"distill_cache_dir={tmp_path / 'features'}")
+    cached = CodecTrainer(_cfg(corpus, *overrides), tmp_path / "cached")
     assert cached.teacher is None and cached.teacher_cache is not None
     here = TeacherCache.compute(teacher, cached.data.clips)
     assert len(here.features) == len(cached.teacher_cache.features) == len(SENTENCES)
     for a, b in zip(here.features, cached.teacher_cache.features, strict=True):
         torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=0)
-    assert 0.0 < cached.train_step()["distill/cos"] < 2.0
+    first = cached.train_step()
+    assert 0.0 < first["distill/cos"] < 2.0
     with pytest.raises(RuntimeError, match="distill_cache=false"):
         cached.train_step(x)
+
+    # The next run over the same clips reads the features from distill_cache_dir, runs no teacher, and takes
+    # the same first step.
+    def no_teacher(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher ran again although its features were on disk")
+
+    monkeypatch.setattr(TeacherCache, "compute_in_subprocess", staticmethod(no_teacher))
+    again = CodecTrainer(_cfg(corpus, *overrides), tmp_path / "again")
+    assert again.teacher_cache is not None
+    for a, b in zip(cached.teacher_cache.features, again.teacher_cache.features, strict=True):
+        assert torch.equal(a, b)
+    assert again.train_step() == first
 
 
 @pytest.mark.slow

@@ -6,9 +6,15 @@ Mimi distilled WavLM; offline we default to the Whisper base encoder from the mo
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +26,9 @@ from e2e_voice.audio.io import resample
 from e2e_voice.constants import SAMPLE_RATE
 
 TEACHER_RATE = 16_000
+CACHE_FORMAT = 1  # bump when the stored layout or the way features are computed changes
+
+log = logging.getLogger(__name__)
 
 
 class Teacher(Protocol):
@@ -181,6 +190,81 @@ class TeacherCache:
             out = torch.load(dst)
         return cls(out["features"], int(out["dim"]))
 
+    @classmethod
+    def load_or_compute(
+        cls,
+        teacher_config: dict[str, Any],
+        clips: list[torch.Tensor],
+        cache_dir: str | Path | None,
+        window_s: float = 20.0,
+    ) -> TeacherCache:
+        """:meth:`compute_in_subprocess`, kept under ``cache_dir`` for the next run over the same clips.
+
+        The teacher's pass over a corpus is the same for every seed and recipe that reads that corpus, and
+        for every resume of a run (47 s of each codec recipe's start on 2 cores). The file is named by a
+        hash of everything the features depend on (:func:`cache_key`: the clips' samples, the teacher's
+        config and model files, the window, the thread count, this machine's CPU and library versions), and
+        it holds that key, which is compared in full on reading. A file that cannot be read or does not match
+        is recomputed and replaced, with a warning; one that cannot be written leaves the run going, with a
+        warning. Writes are atomic (temp file + rename).
+
+        Args:
+            teacher_config: the teacher's Hydra config (``_target_`` and arguments).
+            clips: mono 24 kHz clips ``[T]``, in the sampler's order.
+            cache_dir: folder of the cached features; None computes them every time.
+            window_s: see :meth:`compute`.
+        """
+        if cache_dir is None:
+            return cls.compute_in_subprocess(teacher_config, clips, window_s)
+        key = cache_key(teacher_config, clips, window_s)
+        path = Path(cache_dir) / f"{_key_digest(key)[:24]}.pt"
+        if path.exists():
+            t0 = time.perf_counter()
+            try:
+                cache = cls._read(path, key, clips)
+                log.info(
+                    "teacher features of %d clips read from %s in %.1f s",
+                    len(clips),
+                    path,
+                    time.perf_counter() - t0,
+                )
+                return cache
+            # Any unreadable file (torn, foreign, another torch's pickle) is recomputed.
+            except Exception as e:
+                log.warning(
+                    "teacher feature cache %s is unusable (%s): computing the features again", path, e
+                )
+        t0 = time.perf_counter()
+        cache = cls.compute_in_subprocess(teacher_config, clips, window_s)
+        took = time.perf_counter() - t0
+        try:
+            _save_atomic(path, {"key": key, "features": cache.features, "dim": cache.dim})
+            size = path.stat().st_size / 1e6
+            log.info(
+                "teacher features computed in %.1f s; kept in %s (%.0f MB) for later runs", took, path, size
+            )
+        except OSError as e:
+            log.warning(
+                "teacher features computed in %.1f s but not kept (%s): the next run computes them again",
+                took,
+                e,
+            )
+        return cache
+
+    @classmethod
+    def _read(cls, path: Path, key: dict[str, Any], clips: list[torch.Tensor]) -> TeacherCache:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(stored, dict) or stored.get("key") != key:
+            raise ValueError("its key differs from this run's")
+        features, dim = list(stored["features"]), int(stored["dim"])
+        expected = [clip.numel() // TEACHER_HOP for clip in clips]
+        shapes = [tuple(f.shape) for f in features]
+        if shapes != [(n, dim) for n in expected]:
+            raise ValueError(
+                f"its feature shapes do not fit the clips ({len(shapes)} tensors for {len(clips)} clips)"
+            )
+        return cls(features, dim)
+
     def crops(self, origins: list[tuple[int, int]], crop_samples: int) -> torch.Tensor:
         """Features ``[B, crop_samples / hop, D]`` of the crops drawn at ``origins`` (clip index, start)."""
         n = crop_samples // self.hop
@@ -189,6 +273,80 @@ class TeacherCache:
             f = self.features[i][start // self.hop : start // self.hop + n].float()
             out[b, : f.shape[0]] = f
         return out
+
+
+def cache_key(teacher_config: dict[str, Any], clips: list[torch.Tensor], window_s: float) -> dict[str, Any]:
+    """Everything a :class:`TeacherCache`'s features depend on, as JSON-able values.
+
+    The machine and library versions are part of it because the features are not the same everywhere:
+    int8 kernels differ by CPU (the synthetic corpus's TTS audio differs between AVX-512 and AVX2 machines,
+    see ``e2e_voice.data.digests``), so a cache carried to another machine is recomputed there.
+    """
+    from e2e_voice.data.digests import machine_fingerprint
+
+    h = hashlib.sha256()
+    for clip in clips:
+        data = clip.detach().to(torch.float32).contiguous().numpy()
+        h.update(str(data.shape).encode())
+        h.update(data.tobytes())
+    versions: dict[str, str | None] = {}
+    for name in ("torch", "numpy", "ctranslate2", "faster-whisper", "transformers", "soxr"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    machine = machine_fingerprint()
+    return {
+        "format": CACHE_FORMAT,
+        "teacher": json.loads(json.dumps(teacher_config, sort_keys=True, default=str)),
+        "teacher_files": _teacher_files(teacher_config),
+        "window_s": float(window_s),
+        "threads": torch.get_num_threads(),
+        "clips": h.hexdigest(),
+        "n_clips": len(clips),
+        "machine": {k: machine.get(k) for k in ("vendor", "family", "model", "vector_isa", "arch", "python")},
+        "versions": versions,
+    }
+
+
+def _teacher_files(teacher_config: dict[str, Any]) -> list[list[Any]]:
+    """Name, size and mtime of the teacher's model files: a replaced model gives another key.
+
+    The folder is the config's ``model_path`` or ``path`` when given, else the bundle's copy of ``model``.
+    Sizes and mtimes, not hashes: hashing a large checkpoint at each start would cost what the cache saves.
+    """
+    folder = teacher_config.get("model_path") or teacher_config.get("path")
+    if not folder and teacher_config.get("model"):
+        from e2e_voice.assets.registry import model_dir
+
+        folder = model_dir(str(teacher_config["model"]))
+    if not folder or not Path(folder).exists():
+        return []
+    root = Path(folder)
+    if root.is_file():
+        return [[root.name, root.stat().st_size, root.stat().st_mtime_ns]]
+    return [
+        [str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns]
+        for f in sorted(root.rglob("*"))
+        if f.is_file() and not f.name.startswith(".")  # not the bundle's own marker, rewritten on checks
+    ]
+
+
+def _key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _save_atomic(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _fit_frames(feats: torch.Tensor, n: int) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""Teacher features kept on disk between codec runs: reused only when all they depend on matches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from e2e_voice.constants import SAMPLE_RATE
+from train import teachers
+from train.teachers import TeacherCache, cache_key
+
+WHISPER = {
+    "_target_": "train.teachers.WhisperEncoderTeacher",
+    "model": "whisper-base",
+    "compute_type": "int8",
+}
+
+
+class Ramp:
+    """Feature t = the sample at the start of frame t, and its negative: features that follow the audio."""
+
+    dim = 2
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = audio[0, 0, ::480][: audio.shape[-1] // 480]
+        return torch.stack([frames, -frames], dim=-1)[None]
+
+
+@pytest.fixture
+def computed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Stand in for the child process (whose teacher is the slow part) and count its runs."""
+    runs: list[int] = []
+
+    def fake(
+        teacher_config: dict[str, Any], clips: list[torch.Tensor], window_s: float = 20.0
+    ) -> TeacherCache:
+        runs.append(len(clips))
+        return TeacherCache.compute(Ramp(), clips, window_s)
+
+    monkeypatch.setattr(TeacherCache, "compute_in_subprocess", staticmethod(fake))
+    return runs
+
+
+def _clips() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [
+        torch.randn(3 * SAMPLE_RATE, generator=g) * 0.1,
+        torch.randn(SAMPLE_RATE + 700, generator=g) * 0.1,
+    ]
+
+
+def _same(a: TeacherCache, b: TeacherCache) -> bool:
+    return a.dim == b.dim and all(torch.equal(x, y) for x, y in zip(a.features, b.features, strict=True))
+
+
+def test_second_run_reads_the_features_the_first_computed(tmp_path: Path, computed: list[int]) -> None:
+    clips = _clips()
+    first = TeacherCache.load_or_compute(WHISPER, clips, tmp_path)
+    assert computed == [2] and len(list(tmp_path.glob("*.pt"))) == 1
+    again = TeacherCache.load_or_compute(WHISPER, clips, tmp_path)
+    assert computed == [2]  # read, not recomputed
+    assert _same(first, again)
+    assert [f.shape for f in again.features] == [(150, 2), (51, 2)]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("change", ["one sample", "teacher", "window", "threads"])
+def test_anything_the_features_depend_on_gives_another_file(
+    tmp_path: Path, computed: list[int], change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clips = _clips()
+    TeacherCache.load_or_compute(WHISPER, clips, tmp_path)
+    config, window = dict(WHISPER), 20.0
+    if change == "one sample":
+        clips[1] = clips[1].clone()
+        clips[1][123] += 1e-6
+    elif change == "teacher":
+        config["compute_type"] = "float32"
+    elif change == "window":
+        window = 10.0
+    else:
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    TeacherCache.load_or_compute(config, clips, tmp_path, window_s=window)
+    assert computed == [2, 2]
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_machine_and_versions_are_in_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    clips = _clips()
+    key = cache_key(WHISPER, clips, 20.0)
+    assert {"vendor", "family", "model", "vector_isa"} <= set(key["machine"])
+    assert key["versions"]["torch"] and torch.__version__.startswith(key["versions"]["torch"].split("+")[0])
+    assert {"ctranslate2", "transformers"} <= set(key["versions"])
+    other = dict(key["machine"], vector_isa="avx2" if key["machine"]["vector_isa"] != "avx2" else "avx512")
+    monkeypatch.setattr("e2e_voice.data.digests.machine_fingerprint", lambda: other)
+    assert cache_key(WHISPER, clips, 20.0)["machine"] != key["machine"]
+
+
+def test_a_replaced_model_file_gives_another_key(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.bin").write_bytes(b"weights one")
+    config = {"_target_": "x.Teacher", "model_path": str(model)}
+    clips = _clips()
+    before = cache_key(config, clips, 20.0)
+    assert before["teacher_files"][0][:2] == ["model.bin", 11]
+    (model / ".bundle.json").write_text("{}")  # the bundle's marker, rewritten when checked: not the model
+    assert cache_key(config, clips, 20.0)["teacher_files"] == before["teacher_files"]
+    (model / "model.bin").write_bytes(b"weights two, longer")
+    assert cache_key(config, clips, 20.0)["teacher_files"] != before["teacher_files"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other key", "wrong shapes"])
+def test_an_unusable_file_is_recomputed_and_replaced(
+    tmp_path: Path, computed: list[int], damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clips = _clips()
+    good = TeacherCache.load_or_compute(WHISPER, clips, tmp_path)
+    (path,) = tmp_path.glob("*.pt")
+    if damage == "garbage":
+        path.write_bytes(b"not a torch file")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        stored = torch.load(path, weights_only=True)
+        if damage == "other key":
+            stored["key"]["clips"] = "0" * 64
+        else:
+            stored["features"][1] = stored["features"][1][:-1]
+        torch.save(stored, path)
+    with caplog.at_level(logging.WARNING, logger="train.teachers"):
+        redone = TeacherCache.load_or_compute(WHISPER, clips, tmp_path)
+    assert "unusable" in caplog.text and "computing the features again" in caplog.text
+    assert computed == [2, 2] and _same(good, redone)
+    TeacherCache.load_or_compute(WHISPER, clips, tmp_path)
+    assert computed == [2, 2]  # the replaced file reads
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_the_run(
+    tmp_path: Path, computed: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING, logger="train.teachers"):
+        cache = TeacherCache.load_or_compute(WHISPER, _clips(), blocked)
+    assert computed == [2] and len(cache.features) == 2
+    assert "not kept" in caplog.text
+
+
+def test_no_cache_dir_computes_every_time(
+    tmp_path: Path, computed: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing may appear in the working directory either
+    TeacherCache.load_or_compute(WHISPER, _clips(), None)
+    TeacherCache.load_or_compute(WHISPER, _clips(), None)
+    assert computed == [2, 2] and not list(tmp_path.iterdir())
+
+
+def test_interrupted_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def dies(obj: Any, f: Any) -> None:
+        f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(teachers.torch, "save", dies)
+    with pytest.raises(OSError, match="disk full"):
+        teachers._save_atomic(tmp_path / "features.pt", {"features": []})
+    assert not list(tmp_path.iterdir())
