@@ -224,6 +224,46 @@ def test_sampler_splits_channels_and_skips_silence(tmp_path: Path) -> None:
         CropSampler.from_files(paths, 1920, channels="left")
 
 
+def test_sampler_redraw_start_gives_each_clip_its_share() -> None:
+    """redraw=clip favours clips with more sound; redraw=start keeps the drawn clip and moves the crop."""
+    n = 8 * SAMPLE_RATE
+    t = torch.arange(n) / SAMPLE_RATE
+    busy = 0.3 * torch.sin(2 * torch.pi * 220 * t) * (t < 6.0)  # sound 3/4 of the time
+    sparse = 0.3 * torch.sin(2 * torch.pi * 330 * t) * (t > 7.0)  # sound 1/8 of the time
+    shares, loud_share = {}, {}
+    for redraw in ("clip", "start"):
+        sampler = CropSampler([busy, sparse], 1920, seed=0, min_rms=0.01, redraw=redraw)
+        batch = sampler.next_batch(2000)
+        clips = torch.tensor([i for i, _ in sampler.last_origins])
+        loud = batch.square().mean(dim=-1).sqrt().flatten() >= 0.01
+        shares[redraw] = float((clips == 1).float().mean())
+        loud_share[redraw] = float(loud.float().mean())
+    # clip: a quiet draw of the sparse clip is mostly replaced by the busy one (~1/8 vs ~7/8 of the crops).
+    assert shares["clip"] < 0.25, shares
+    # start: half the crops stay in the sparse clip, ~1 - (7/8)^10 = 74 % of them on its sound.
+    assert 0.45 < shares["start"] < 0.55, shares
+    assert loud_share["start"] > 0.8, loud_share
+    with pytest.raises(ValueError, match="'clip' or 'start'"):
+        CropSampler([busy], 1920, redraw="speech")
+
+
+def test_sampler_redraw_clip_is_the_committed_codecs_sequence() -> None:
+    """The default draws the crops v10 was trained on: the same generator calls as before redraw existed."""
+    g = torch.Generator().manual_seed(1)
+    clips = [torch.randn(3 * SAMPLE_RATE, generator=g) * s for s in (0.001, 0.02, 0.005)]
+    sampler = CropSampler(clips, 1920, seed=3, min_rms=0.01)
+    sampler.next_batch(64)
+    gen, expected = torch.Generator().manual_seed(3), []
+    for _ in range(64):  # the loop as written before the option: every try draws a clip, then a start
+        for _ in range(10):
+            i = int(torch.randint(3, (1,), generator=gen))
+            start = int(torch.randint(3 * SAMPLE_RATE - 1920 + 1, (1,), generator=gen))
+            if float(clips[i][start : start + 1920].square().mean().sqrt()) >= 0.01:
+                break
+        expected.append((i, start))
+    assert sampler.last_origins == expected
+
+
 def test_teacher_cache_matches_crops() -> None:
     """Cached whole-clip features are cut at each crop's origin (50 Hz, 480 samples a frame)."""
 
@@ -435,6 +475,12 @@ RECIPE_CHANGES = [
         "codec_cpu_deep_qd0_floor80_ema3",
         {"ema_decays": ([], [0.99, 0.998, 0.999])},
         id="floor80_ema3",
+    ),
+    pytest.param(  # v10's recipe, a quiet crop redrawing only its start: every channel its share of crops
+        "codec_cpu_deep_qd0_floor80",
+        "codec_cpu_deep_qd0_floor80_balanced",
+        {"data.redraw": ("clip", "start")},
+        id="floor80_balanced",
     ),
 ]
 

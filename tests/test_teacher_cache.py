@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from e2e_voice.constants import SAMPLE_RATE
-from train import teachers
+from train.checkpoint import save_checkpoint
 from train.teachers import TeacherCache, cache_key
 
 WHISPER = {
@@ -160,12 +160,19 @@ def test_no_cache_dir_computes_every_time(
     assert computed == [2, 2] and not list(tmp_path.iterdir())
 
 
-def test_interrupted_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_write_keeps_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = save_checkpoint(tmp_path / "features.pt", {"features": [torch.ones(2)]})
+    real_save = torch.save
+
     def dies(obj: Any, f: Any) -> None:
         f.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(teachers.torch, "save", dies)
+    monkeypatch.setattr(torch, "save", dies)
     with pytest.raises(OSError, match="disk full"):
-        teachers._save_atomic(tmp_path / "features.pt", {"features": []})
-    assert not list(tmp_path.iterdir())
+        save_checkpoint(path, {"features": []})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert [p.name for p in tmp_path.iterdir()] == ["features.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["features"][0], torch.ones(2))

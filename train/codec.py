@@ -142,6 +142,7 @@ class CodecTrainer:
             channels=str(cfg.data.get("channels", "mix")),
             min_rms=float(cfg.data.get("min_rms", 0.0)),
             file_weights=file_weights,
+            redraw=str(cfg.data.get("redraw", "clip")),
         )
         # Semantic distillation. With distill_cache the teacher's features of the sampler's whole clips are
         # computed once, in a child process (see TeacherCache.compute_in_subprocess), and no teacher lives

@@ -92,6 +92,10 @@ class CropSampler:
             silence teaches a codec little. 0 keeps every draw.
         max_tries: draws per crop when ``min_rms`` is set.
         weights: per-clip draw weights (any positive scale); ``None`` draws every clip alike.
+        redraw: what a quiet draw redraws: ``"clip"`` a new clip and start (then clips with more
+            speech get more crops: on the synthetic corpus the assistant's channels, active in 56 % of
+            their frames, got 70 % of the crops, the users' channels, 24 % active, 30 %), or ``"start"``
+            a new start in the same clip, so each clip gets its share of the crops.
     """
 
     def __init__(
@@ -102,9 +106,13 @@ class CropSampler:
         min_rms: float = 0.0,
         max_tries: int = 10,
         weights: Sequence[float] | None = None,
+        redraw: str = "clip",
     ) -> None:
         if not clips:
             raise ValueError("CropSampler needs at least one clip")
+        if redraw not in ("clip", "start"):
+            raise ValueError(f"data.redraw must be 'clip' or 'start', got {redraw!r}")
+        self.redraw = redraw
         self.weights: torch.Tensor | None = None
         if weights is not None:
             if len(weights) != len(clips) or min(weights) <= 0:
@@ -127,6 +135,7 @@ class CropSampler:
         channels: str = "mix",
         min_rms: float = 0.0,
         file_weights: Sequence[float] | None = None,
+        redraw: str = "clip",
     ) -> CropSampler:
         """Load ``paths`` at 24 kHz; ``channels="split"`` makes each channel of a file its own clip.
 
@@ -143,13 +152,16 @@ class CropSampler:
             if file_weights is not None and kept:
                 weights.extend([float(file_weights[i]) / len(kept)] * len(kept))
         drawn = None if file_weights is None else weights
-        return cls(clips, crop_samples, seed, min_rms=min_rms, weights=drawn)
+        return cls(clips, crop_samples, seed, min_rms=min_rms, weights=drawn, redraw=redraw)
 
     def _draw(self) -> tuple[int, int, torch.Tensor]:
         if self.weights is None:  # kept as is: the committed codec's crops were drawn this way
             i = int(torch.randint(len(self.clips), (1,), generator=self.gen))
         else:
             i = int(torch.multinomial(self.weights, 1, generator=self.gen))
+        return self._draw_start(i)
+
+    def _draw_start(self, i: int) -> tuple[int, int, torch.Tensor]:
         clip = self.clips[i]
         start = int(torch.randint(max(clip.numel() - self.crop, 0) + 1, (1,), generator=self.gen))
         return i, start, clip[start : start + self.crop]
@@ -159,10 +171,11 @@ class CropSampler:
         out = torch.zeros(batch_size, 1, self.crop)
         self.last_origins = []
         for b in range(batch_size):
-            for _ in range(self.max_tries if self.min_rms > 0 else 1):
-                i, start, piece = self._draw()
+            i, start, piece = self._draw()
+            for _ in range(1, self.max_tries if self.min_rms > 0 else 1):
                 if float(piece.square().mean().sqrt()) >= self.min_rms:
                     break
+                i, start, piece = self._draw() if self.redraw == "clip" else self._draw_start(i)
             out[b, 0, : piece.numel()] = piece
             self.last_origins.append((i, start))
         self.position += 1

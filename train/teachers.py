@@ -10,7 +10,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from e2e_voice.audio.io import resample
 from e2e_voice.constants import SAMPLE_RATE
+from train.checkpoint import save_checkpoint
 
 TEACHER_RATE = 16_000
 CACHE_FORMAT = 1  # bump when the stored layout or the way features are computed changes
@@ -238,7 +238,7 @@ class TeacherCache:
         cache = cls.compute_in_subprocess(teacher_config, clips, window_s)
         took = time.perf_counter() - t0
         try:
-            _save_atomic(path, {"key": key, "features": cache.features, "dim": cache.dim})
+            save_checkpoint(path, {"key": key, "features": cache.features, "dim": cache.dim})
             size = path.stat().st_size / 1e6
             log.info(
                 "teacher features computed in %.1f s; kept in %s (%.0f MB) for later runs", took, path, size
@@ -334,19 +334,6 @@ def _teacher_files(teacher_config: dict[str, Any]) -> list[list[Any]]:
 
 def _key_digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _save_atomic(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _fit_frames(feats: torch.Tensor, n: int) -> torch.Tensor:
