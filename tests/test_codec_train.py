@@ -181,6 +181,61 @@ def test_distillation_with_whisper_teacher(
     assert again.train_step() == first
 
 
+def _gpu_cfg(corpus: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            "train_codec",
+            overrides=[
+                "+experiment=codec_gpu",
+                f"data.files=[{corpus}/*.wav]",
+                "train.wandb.mode=disabled",
+                "run_name=test",
+                *overrides,
+            ],
+        )
+
+
+@pytest.mark.slow
+def test_gpu_recipe_trains_on_cpu_at_a_cpu_batch(corpus: Path, tmp_path: Path) -> None:
+    """codec_gpu's model, losses, discriminator and teacher, on the CPU: what no GPU session has run yet."""
+    cfg = _gpu_cfg(
+        corpus,
+        "device=cpu",
+        "threads=2",
+        "train.batch_size=2",
+        "data.crop_seconds=0.96",
+        "adv_start=0",  # the recipe switches its discriminator on at step 2,000
+        "teacher.device=cpu",
+        "teacher.compute_type=int8",
+    )
+    trainer = CodecTrainer(cfg, tmp_path)
+    codec = trainer.unwrapped
+    assert codec.total_codebooks == 16 and codec.num_codebooks == 16  # trains every level
+    assert trainer.accelerator.mixed_precision == "no"  # bf16 autocast only on CUDA
+    steps = [trainer.train_step() for _ in range(2)]
+    for logs in steps:
+        assert {"rec/mel", "adv/gen", "adv/feat", "disc/loss", "distill/cos", "vq/commit"} <= set(logs)
+        assert all(math.isfinite(v) for v in logs.values()), logs
+    trainer.save()
+    saved = load_codec(tmp_path / "codec.safetensors")
+    assert saved.num_codebooks == 8 and saved.total_codebooks == 16 and saved.arch["n_filters"] == 64
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the GPU recipe's bf16 autocast and CUDA teacher need a GPU"
+)
+def test_gpu_recipe_on_cuda(corpus: Path, tmp_path: Path) -> None:
+    """The recipe as written (device cuda, bf16, CTranslate2 teacher in float16), a few steps."""
+    trainer = CodecTrainer(_gpu_cfg(corpus, "train.batch_size=4", "adv_start=1"), tmp_path)
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert next(trainer.unwrapped.parameters()).is_cuda
+    steps = [trainer.train_step() for _ in range(3)]
+    assert "disc/loss" in steps[-1]
+    assert all(math.isfinite(v) for logs in steps for v in logs.values()), steps
+    trainer.save()
+    assert load_codec(tmp_path / "codec.safetensors").total_codebooks == 16
+
+
 @pytest.mark.slow
 def test_cli_train_codec(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from e2e_voice import cli

@@ -51,6 +51,7 @@ from train.codec_losses import (
     discriminator_loss,
     generator_losses,
 )
+from train.device import use_cuda
 from train.ema import WeightAverages
 from train.teachers import Teacher, TeacherCache
 
@@ -121,9 +122,9 @@ class CodecTrainer:
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
         t = cfg.train
-        use_cuda = cfg.device == "cuda"
-        bf16 = t.precision == "bf16" and use_cuda  # CPU autocast to bf16 hurts conv accuracy here
-        self.accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if bf16 else "no")
+        on_gpu = use_cuda(str(cfg.device))
+        bf16 = t.precision == "bf16" and on_gpu  # CPU autocast to bf16 hurts conv accuracy here
+        self.accelerator = Accelerator(cpu=not on_gpu, mixed_precision="bf16" if bf16 else "no")
 
         codec: MimiCodec = instantiate(cfg.codec, _convert_="all")
         self.eval_codebooks = codec.num_codebooks

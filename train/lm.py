@@ -36,6 +36,7 @@ from e2e_voice.lm.builders import BuiltLM, build_from_config
 from e2e_voice.lm.loss import LMLoss, LossWeights, lm_loss
 from e2e_voice.lm.model import count_parameters, eager_on_cpu
 from train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from train.device import use_cuda
 from train.lm_data import (
     StreamSampler,
     batches,
@@ -152,7 +153,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from accelerate import Accelerator
 
     tcfg, lcfg = cfg.train, cfg.lm_train
-    on_gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    on_gpu = use_cuda(str(cfg.device))
     if tcfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"train.precision must be fp32 or bf16, got {tcfg.precision!r}")
     accelerator = Accelerator(
@@ -342,7 +343,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train_lm", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    with eager_on_cpu("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"):
+    with eager_on_cpu("cuda" if use_cuda(str(cfg.device)) else "cpu"):
         train(cfg)
 
 
