@@ -537,6 +537,12 @@ RECIPE_CHANGES = [
         {"data.redraw": ("clip", "start")},
         id="floor80_balanced",
     ),
+    pytest.param(  # v10's recipe at twice the peak learning rate
+        "codec_cpu_deep_qd0_floor80",
+        "codec_cpu_deep_qd0_floor80_lr2x",
+        {"train.lr": (1.0e-3, 2.0e-3)},
+        id="floor80_lr2x",
+    ),
 ]
 
 

@@ -12,7 +12,8 @@ def use_cuda(device: str) -> bool:
     under settings (batch, precision, steps) chosen for a GPU.
 
     Args:
-        device: ``cpu``, ``cuda`` or ``cuda:N`` (the config's ``device``).
+        device: ``cpu`` or ``cuda`` (the config's ``device``). Which GPUs: ``CUDA_VISIBLE_DEVICES``, and
+            ``accelerate launch`` for several (accelerate places each process on its own).
 
     Raises:
         ValueError: another value, or ``cuda`` where torch sees no CUDA device.
@@ -20,8 +21,10 @@ def use_cuda(device: str) -> bool:
     name = str(device)
     if name == "cpu":
         return False
-    if name != "cuda" and not name.startswith("cuda:"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {name!r}")
+    if name != "cuda":
+        raise ValueError(
+            f"device must be 'cpu' or 'cuda', got {name!r} (pick GPUs with CUDA_VISIBLE_DEVICES)"
+        )
     if not torch.cuda.is_available():
         raise ValueError(
             f"device={name} but torch sees no CUDA device (torch {torch.__version__},"
