@@ -540,7 +540,7 @@ RECIPE_CHANGES = [
     pytest.param(  # v10's recipe at twice the peak learning rate
         "codec_cpu_deep_qd0_floor80",
         "codec_cpu_deep_qd0_floor80_lr2x",
-        {"train.lr": (1.0e-3, 2.0e-3)},
+        {"train.lr": (1.0e-3, 2.0e-3), "disc.lr": (1.0e-3, 2.0e-3)},  # disc.lr follows; no discriminator here
         id="floor80_lr2x",
     ),
 ]
