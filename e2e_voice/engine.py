@@ -28,6 +28,7 @@ from moshi.models.lm import LMModel
 
 from e2e_voice.codec.codec import MimiCodec
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE, in_repo
+from e2e_voice.devices import check_device
 from e2e_voice.lm.generate import LMStep, Sampling
 from e2e_voice.system import DuplexSystem, SystemOutput
 
@@ -300,7 +301,8 @@ def load_engine(
     Raises:
         FileNotFoundError: the checkpoint or its tokenizer is missing.
         ValueError: the run's codec has no trained weights (the LM's codes would mean nothing to a
-            freshly initialised codec) and ``allow_untrained_codec`` is not set.
+            freshly initialised codec) and ``allow_untrained_codec`` is not set; or ``device`` is not one
+            this machine has (see :func:`e2e_voice.devices.check_device`).
     """
     from hydra.utils import instantiate
 
@@ -308,6 +310,7 @@ def load_engine(
     from e2e_voice.lm.builders import build_from_config
     from e2e_voice.lm.export import is_export, load_export
 
+    check_device(device)  # before loading anything: a missing GPU says so, naming the setting
     lm_checkpoint = in_repo(lm_checkpoint)
     if is_export(lm_checkpoint):  # an exported model (e.g. the committed checkpoints/lm_tiny)
         loaded = load_export(lm_checkpoint, device=device)

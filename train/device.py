@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch
+from e2e_voice.devices import check_device
 
 
 def use_cuda(device: str) -> bool:
@@ -19,16 +19,11 @@ def use_cuda(device: str) -> bool:
         ValueError: another value, or ``cuda`` where torch sees no CUDA device.
     """
     name = str(device)
-    if name == "cpu":
-        return False
-    if name != "cuda":
+    if name not in ("cpu", "cuda"):
         raise ValueError(
             f"device must be 'cpu' or 'cuda', got {name!r} (pick GPUs with CUDA_VISIBLE_DEVICES)"
         )
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"device={name} but torch sees no CUDA device (torch {torch.__version__},"
-            f" CUDA build: {torch.version.cuda or 'no'}): run this recipe on a GPU machine, or override"
-            " device=cpu (and a CPU-sized batch and model) to run it here"
-        )
-    return True
+    try:
+        return check_device(name).type == "cuda"
+    except ValueError as e:
+        raise ValueError(f"{e} (and a CPU-sized batch and model, to train here)") from None
