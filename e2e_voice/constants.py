@@ -17,6 +17,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
+def repo_path(path: str | Path) -> Path:
+    """A configured path: absolute as given, relative under the repository root (existing or not), so a
+    command means the same files from any working directory (Hydra apps keep the caller's)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
 def in_repo(path: str | Path) -> Path:
     """``path`` as given, or under the repository root when it is relative and only exists there
     (a committed ``checkpoints/...`` file named from another working directory)."""

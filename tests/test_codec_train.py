@@ -42,12 +42,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _cfg(corpus: Path, *overrides: str) -> DictConfig:
+def _cfg(corpus: Path, *overrides: str, experiment: str = "codec_debug") -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(
             "train_codec",
             overrides=[
-                "+experiment=codec_debug",
+                f"+experiment={experiment}",
                 f"data.files=[{corpus}/*.wav]",
                 "train.wandb.mode=disabled",
                 "run_name=test",
@@ -181,24 +181,10 @@ def test_distillation_with_whisper_teacher(
     assert again.train_step() == first
 
 
-def _gpu_cfg(corpus: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(
-            "train_codec",
-            overrides=[
-                "+experiment=codec_gpu",
-                f"data.files=[{corpus}/*.wav]",
-                "train.wandb.mode=disabled",
-                "run_name=test",
-                *overrides,
-            ],
-        )
-
-
 @pytest.mark.slow
 def test_gpu_recipe_trains_on_cpu_at_a_cpu_batch(corpus: Path, tmp_path: Path) -> None:
     """codec_gpu's model, losses, discriminator and teacher, on the CPU: what no GPU session has run yet."""
-    cfg = _gpu_cfg(
+    cfg = _cfg(
         corpus,
         "device=cpu",
         "threads=2",
@@ -207,6 +193,7 @@ def test_gpu_recipe_trains_on_cpu_at_a_cpu_batch(corpus: Path, tmp_path: Path) -
         "adv_start=0",  # the recipe switches its discriminator on at step 2,000
         "teacher.device=cpu",
         "teacher.compute_type=int8",
+        experiment="codec_gpu",
     )
     trainer = CodecTrainer(cfg, tmp_path)
     codec = trainer.unwrapped
@@ -226,7 +213,9 @@ def test_gpu_recipe_trains_on_cpu_at_a_cpu_batch(corpus: Path, tmp_path: Path) -
 )
 def test_gpu_recipe_on_cuda(corpus: Path, tmp_path: Path) -> None:
     """The recipe as written (device cuda, bf16, CTranslate2 teacher in float16), a few steps."""
-    trainer = CodecTrainer(_gpu_cfg(corpus, "train.batch_size=4", "adv_start=1"), tmp_path)
+    trainer = CodecTrainer(
+        _cfg(corpus, "train.batch_size=4", "adv_start=1", experiment="codec_gpu"), tmp_path
+    )
     assert trainer.accelerator.mixed_precision == "bf16"
     assert next(trainer.unwrapped.parameters()).is_cuda
     steps = [trainer.train_step() for _ in range(3)]

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from e2e_voice.codec import MimiCodec, save_codec
 from e2e_voice.codec.stft_layers import SpectralDecoder
-from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
+from e2e_voice.constants import CONFIG_DIR, repo_path
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.codec_data import CropSampler, find_audio
 from train.codec_losses import (
@@ -101,12 +101,6 @@ def _sources(data: DictConfig) -> tuple[list[Path], list[float] | None]:
     return corpus + extra, weights
 
 
-def _repo_path(path: str) -> Path:
-    """A config path relative to the repository root (as ``data.files`` are), or an absolute one."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
 class CodecTrainer:
     """Owns the codec, discriminator, teacher, optimizers, schedulers and data of one run.
 
@@ -158,7 +152,7 @@ class CodecTrainer:
                 teacher_cfg: dict[str, Any] = {str(k): v for k, v in container.items()}
                 cache_dir = cfg.get("distill_cache_dir")
                 self.teacher_cache = TeacherCache.load_or_compute(
-                    teacher_cfg, self.data.clips, None if not cache_dir else _repo_path(str(cache_dir))
+                    teacher_cfg, self.data.clips, None if not cache_dir else repo_path(str(cache_dir))
                 )
                 teacher_dim = self.teacher_cache.dim
             else:

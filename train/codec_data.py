@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from e2e_voice.audio.io import load_audio, save_audio
-from e2e_voice.constants import REPO_ROOT, SAMPLE_RATE
+from e2e_voice.constants import SAMPLE_RATE, repo_path
 
 MANIFEST_AUDIO_KEYS = ("audio", "audio_path", "path", "wav")
 
@@ -61,7 +61,7 @@ def find_audio(
     patterns = [files] if isinstance(files, str) else list(files or [])
     found: set[Path] = set()
     for pat in patterns:
-        p = Path(pat) if Path(pat).is_absolute() else REPO_ROOT / pat
+        p = repo_path(pat)
         matches = [Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file()]
         if not matches and (manifest or len(patterns) > 1):
             raise FileNotFoundError(

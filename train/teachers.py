@@ -7,7 +7,6 @@ Mimi distilled WavLM; offline we default to the Whisper base encoder from the mo
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import subprocess
@@ -282,19 +281,16 @@ def cache_key(teacher_config: dict[str, Any], clips: list[torch.Tensor], window_
     int8 kernels differ by CPU (the synthetic corpus's TTS audio differs between AVX-512 and AVX2 machines,
     see ``e2e_voice.data.digests``), so a cache carried to another machine is recomputed there.
     """
-    from e2e_voice.data.digests import machine_fingerprint
+    from e2e_voice.data.digests import machine_fingerprint, package_versions
 
     h = hashlib.sha256()
     for clip in clips:
         data = clip.detach().to(torch.float32).contiguous().numpy()
         h.update(str(data.shape).encode())
         h.update(data.tobytes())
-    versions: dict[str, str | None] = {}
-    for name in ("torch", "numpy", "ctranslate2", "faster-whisper", "transformers", "soxr"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+    names = ("torch", "numpy", "ctranslate2", "faster-whisper", "transformers", "soxr")
+    installed = package_versions(names)
+    versions = {name: installed.get(name) for name in names}  # None: not installed
     machine = machine_fingerprint()
     return {
         "format": CACHE_FORMAT,

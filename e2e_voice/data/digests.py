@@ -32,6 +32,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,17 @@ def _espeak_version() -> str | None:
     return done.stdout.strip() or None
 
 
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """``{name: installed version}`` of ``names``; a package that is not installed is left out."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
 def machine_fingerprint(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
     """What may change a corpus's samples from one machine to the next.
 
@@ -120,12 +132,7 @@ def machine_fingerprint(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
     """
     info = cpu_info(cpuinfo)
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    packages = {}
-    for name in AUDIO_PACKAGES:
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    packages = package_versions(AUDIO_PACKAGES)
     return {
         "cpu": info.get("model name"),
         "vendor": info.get("vendor_id"),

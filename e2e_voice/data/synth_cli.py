@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
+from e2e_voice.constants import CONFIG_DIR, repo_path
 from e2e_voice.data.digests import audio_digests, describe_machine, machine_fingerprint
 from e2e_voice.data.scenarios import TimingSettings
 from e2e_voice.data.synth import SynthResult, SynthSettings, VoicePool, generate
@@ -39,8 +39,7 @@ def _offset(value: Any, name: str) -> tuple[float, float]:
 def settings_from_config(cfg: DictConfig) -> SynthSettings:
     """Build :class:`SynthSettings` from the ``synth_data`` config (the only place that reads it)."""
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    out_dir = Path(c["out_dir"])
-    out_dir = out_dir if out_dir.is_absolute() else REPO_ROOT / out_dir
+    out_dir = repo_path(c["out_dir"])
     a = c["assistant"]
     assistant = VoiceSpec(a["engine"], a["voice"], float(a.get("rate", 1.0)), a.get("pitch"), a.get("noise"))
     users = []
