@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +178,88 @@ def test_interrupted_write_keeps_the_old_file_and_no_temporary(
     monkeypatch.setattr(torch, "save", real_save)
     assert [p.name for p in tmp_path.iterdir()] == ["features.pt"]
     assert torch.equal(torch.load(path, weights_only=True)["features"][0], torch.ones(2))
+
+
+def _other_clips(seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2 * SAMPLE_RATE, generator=g) * 0.1]
+
+
+def _age(path: Path, seconds_ago: int) -> None:
+    """Date a file's last use back (mtimes written in one test can share a clock tick)."""
+    when = time.time() - seconds_ago
+    os.utime(path, (when, when))
+
+
+def test_the_folder_keeps_to_its_budget_deleting_the_least_recently_used(
+    tmp_path: Path, computed: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, c = _other_clips(1), _other_clips(2), _other_clips(3)
+    TeacherCache.load_or_compute(WHISPER, a, tmp_path)
+    (file_a,) = tmp_path.glob("*.pt")
+    size = file_a.stat().st_size
+    budget = int(2.5 * size)  # two files fit, not three
+    TeacherCache.load_or_compute(WHISPER, b, tmp_path, max_bytes=budget)
+    (file_b,) = set(tmp_path.glob("*.pt")) - {file_a}
+    _age(file_a, 300)
+    _age(file_b, 200)
+    TeacherCache.load_or_compute(WHISPER, a, tmp_path, max_bytes=budget)  # a read: a is now the newest use
+    assert computed == [1, 1]
+    with caplog.at_level(logging.INFO, logger="train.teachers"):
+        TeacherCache.load_or_compute(WHISPER, c, tmp_path, max_bytes=budget)
+    left = set(tmp_path.glob("*.pt"))
+    assert file_a in left and file_b not in left and len(left) == 2
+    assert "least recently used" in caplog.text and file_b.name in caplog.text
+    TeacherCache.load_or_compute(WHISPER, b, tmp_path, max_bytes=budget)
+    assert computed == [1, 1, 1, 1]  # b was gone, so computed again
+
+
+def test_this_runs_file_stays_even_over_budget(tmp_path: Path, computed: list[int]) -> None:
+    TeacherCache.load_or_compute(WHISPER, _other_clips(1), tmp_path)
+    TeacherCache.load_or_compute(WHISPER, _other_clips(2), tmp_path, max_bytes=1)
+    assert len(list(tmp_path.glob("*.pt"))) == 1  # the other file went, this run's stayed
+    TeacherCache.load_or_compute(WHISPER, _other_clips(2), tmp_path, max_bytes=1)
+    assert computed == [1, 1]  # and it is read back
+    (tmp_path / "notes.txt").write_text("not the cache's")
+    TeacherCache.load_or_compute(WHISPER, _other_clips(3), tmp_path, max_bytes=1)
+    assert (tmp_path / "notes.txt").exists()  # only the cache's own files are deleted
+
+
+@pytest.mark.parametrize("budget", [0, -1])
+def test_a_budget_that_is_not_positive_is_refused(tmp_path: Path, computed: list[int], budget: int) -> None:
+    with pytest.raises(ValueError, match="budget must be positive"):
+        TeacherCache.load_or_compute(WHISPER, _clips(), tmp_path, max_bytes=budget)
+    assert computed == []
+
+
+def test_a_hub_snapshot_teacher_names_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """whisper-small resolves from the hub only: the key lists the files of its local snapshot."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("E2E_VOICE_CACHE", str(tmp_path / "bundle"))  # nothing installed there
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = {"_target_": "train.teachers.WhisperEncoderTeacher", "model": "whisper-small"}
+    assert cache_key(config, _clips(), 20.0)["teacher_files"] == []  # not downloaded: nothing to describe
+    repo = tmp_path / "hub" / "models--Systran--faster-whisper-small"
+    commit = "a" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    (repo / "blobs" / "b1").write_bytes(b"x" * 17)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.bin").symlink_to(repo / "blobs" / "b1")
+    files = cache_key(config, _clips(), 20.0)["teacher_files"]
+    assert [f[:2] for f in files] == [["model.bin", 17]]
+    (repo / "blobs" / "b1").write_bytes(b"y" * 20)  # the hub's copy updated in place
+    assert cache_key(config, _clips(), 20.0)["teacher_files"] != files
+
+
+def test_the_trainers_budget_setting_is_checked() -> None:
+    from train.codec import _cache_budget
+
+    assert _cache_budget(None) is None
+    assert _cache_budget(2.0) == 2_000_000_000 and _cache_budget("0.5") == 500_000_000
+    for bad in (0, -1.0, "lots", float("nan")):
+        with pytest.raises(ValueError, match="distill_cache_max_gb"):
+            _cache_budget(bad)

@@ -73,6 +73,22 @@ def _lr_lambda(warmup: int, total: int) -> Any:
     return f
 
 
+def _cache_budget(max_gb: Any) -> int | None:
+    """``distill_cache_max_gb`` in bytes (None: no limit), or a ValueError naming the setting."""
+    if max_gb is None:
+        return None
+    try:
+        gb = float(max_gb)
+    except (TypeError, ValueError):
+        gb = float("nan")
+    if not gb > 0:  # also NaN
+        raise ValueError(
+            f"distill_cache_max_gb={max_gb!r}: give the teacher cache folder's budget as a positive number of"
+            " GB, or null for no limit"
+        )
+    return int(gb * 1e9)
+
+
 def _sources(data: DictConfig) -> tuple[list[Path], list[float] | None]:
     """The training files and, with ``data.files_share`` set, each file's draw weight.
 
@@ -152,7 +168,10 @@ class CodecTrainer:
                 teacher_cfg: dict[str, Any] = {str(k): v for k, v in container.items()}
                 cache_dir = cfg.get("distill_cache_dir")
                 self.teacher_cache = TeacherCache.load_or_compute(
-                    teacher_cfg, self.data.clips, None if not cache_dir else repo_path(str(cache_dir))
+                    teacher_cfg,
+                    self.data.clips,
+                    None if not cache_dir else repo_path(str(cache_dir)),
+                    max_bytes=_cache_budget(cfg.get("distill_cache_max_gb")),
                 )
                 teacher_dim = self.teacher_cache.dim
             else:

@@ -6,9 +6,11 @@ Mimi distilled WavLM; offline we default to the Whisper base encoder from the mo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -196,6 +198,7 @@ class TeacherCache:
         clips: list[torch.Tensor],
         cache_dir: str | Path | None,
         window_s: float = 20.0,
+        max_bytes: int | None = None,
     ) -> TeacherCache:
         """:meth:`compute_in_subprocess`, kept under ``cache_dir`` for the next run over the same clips.
 
@@ -212,7 +215,12 @@ class TeacherCache:
             clips: mono 24 kHz clips ``[T]``, in the sampler's order.
             cache_dir: folder of the cached features; None computes them every time.
             window_s: see :meth:`compute`.
+            max_bytes: the folder's budget: after a run reads or writes its file, the least recently used
+                other files are deleted until the folder's ``.pt`` files fit (a file read is marked used).
+                None keeps every file.
         """
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError(f"the teacher cache's budget must be positive bytes or None, got {max_bytes}")
         if cache_dir is None:
             return cls.compute_in_subprocess(teacher_config, clips, window_s)
         key = cache_key(teacher_config, clips, window_s)
@@ -221,6 +229,8 @@ class TeacherCache:
             t0 = time.perf_counter()
             try:
                 cache = cls._read(path, key, clips)
+                _mark_used(path)
+                _prune(Path(cache_dir), path, max_bytes)
                 log.info(
                     "teacher features of %d clips read from %s in %.1f s",
                     len(clips),
@@ -242,6 +252,7 @@ class TeacherCache:
             log.info(
                 "teacher features computed in %.1f s; kept in %s (%.0f MB) for later runs", took, path, size
             )
+            _prune(Path(cache_dir), path, max_bytes)
         except OSError as e:
             log.warning(
                 "teacher features computed in %.1f s but not kept (%s): the next run computes them again",
@@ -308,17 +319,19 @@ def cache_key(teacher_config: dict[str, Any], clips: list[torch.Tensor], window_
 def _teacher_files(teacher_config: dict[str, Any]) -> list[list[Any]]:
     """Name, size and mtime of the teacher's model files: a replaced model gives another key.
 
-    The folder is the config's ``model_path`` or ``path`` when given, else the bundle's copy of ``model``.
+    The folder is the config's ``model_path`` or ``path`` when given, else where ``model`` resolves without a
+    download: the bundle's copy, or the hub's snapshot (whose files are links to blobs: their sizes and
+    mtimes are the blobs').
     Sizes and mtimes, not hashes: hashing a large checkpoint at each start would cost what the cache saves.
     """
     folder = teacher_config.get("model_path") or teacher_config.get("path")
     if not folder and teacher_config.get("model"):
-        from e2e_voice.assets.registry import model_dir
+        from e2e_voice.assets.registry import local_copy
 
-        folder = model_dir(str(teacher_config["model"]))
-    if not folder or not Path(folder).exists():
+        folder = local_copy(str(teacher_config["model"]))  # the bundle's copy, or the hub's snapshot
+    if not folder or not Path(folder).expanduser().exists():
         return []
-    root = Path(folder)
+    root = Path(folder).expanduser()
     if root.is_file():
         return [[root.name, root.stat().st_size, root.stat().st_mtime_ns]]
     return [
@@ -326,6 +339,47 @@ def _teacher_files(teacher_config: dict[str, Any]) -> list[list[Any]]:
         for f in sorted(root.rglob("*"))
         if f.is_file() and not f.name.startswith(".")  # not the bundle's own marker, rewritten on checks
     ]
+
+
+def _mark_used(path: Path) -> None:
+    """Set the file's mtime to now, so that :func:`_prune` sees it as just used."""
+    with contextlib.suppress(OSError):  # a read-only cache still serves its files
+        os.utime(path)
+
+
+def _prune(folder: Path, keep: Path, max_bytes: int | None) -> None:
+    """Delete the least recently used feature files but ``keep`` until the folder's files fit ``max_bytes``.
+
+    Only this cache's own ``.pt`` files are counted and deleted. ``keep`` (this run's file) stays even when it
+    alone is over budget. Failures to delete are logged, never raised: pruning must not stop a run.
+    """
+    if max_bytes is None:
+        return
+    files = []
+    for f in folder.glob("*.pt"):
+        try:
+            st = f.stat()
+        except OSError:  # deleted meanwhile by another run
+            continue
+        files.append((st.st_mtime_ns, st.st_size, f))
+    total = sum(size for _, size, _ in files)
+    for _, size, f in sorted(files, key=lambda t: t[0]):  # oldest use first
+        if total <= max_bytes:
+            break
+        if f == keep:
+            continue
+        try:
+            f.unlink()
+        except OSError as e:
+            log.warning("teacher cache: could not delete %s to fit its budget (%s)", f, e)
+            continue
+        total -= size
+        log.info(
+            "teacher cache over its %.0f MB budget: deleted %s (%.0f MB, least recently used)",
+            max_bytes / 1e6,
+            f.name,
+            size / 1e6,
+        )
 
 
 def _key_digest(key: dict[str, Any]) -> str:

@@ -186,6 +186,33 @@ def resolve(
     )
 
 
+def local_copy(
+    name: str, *, cache: Path | None = None, specs: dict[str, ModelSpec] | None = None
+) -> Path | None:
+    """Where :func:`resolve` would find model ``name`` without a download, or None; fetches nothing.
+
+    The bundle's directory when installed, else the hub's local snapshot when one was downloaded before.
+    For callers that describe a model (e.g. a cache key naming its files) and must not fetch it.
+    """
+    spec = (MODELS if specs is None else specs).get(name)
+    if spec is None:
+        return None
+    directory = model_dir(name, cache)
+    if spec.files and directory.is_dir():
+        return directory
+    if spec.hub_repo is None:
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(
+            spec.hub_repo, allow_patterns=list(spec.hub_files) or None, local_files_only=True
+        )
+    except Exception:  # not downloaded (or an unreadable cache): nothing local to describe
+        return None
+    return Path(local)
+
+
 def resolve_file(
     name: str,
     path: str | os.PathLike[str] | None = None,
