@@ -532,6 +532,12 @@ RECIPE_CHANGES = [
         {"train.lr": (1.0e-3, 2.0e-3), "disc.lr": (1.0e-3, 2.0e-3)},  # disc.lr follows; no discriminator here
         id="floor80_lr2x",
     ),
+    pytest.param(  # v10's recipe at half the peak learning rate
+        "codec_cpu_deep_qd0_floor80",
+        "codec_cpu_deep_qd0_floor80_lrhalf",
+        {"train.lr": (1.0e-3, 5.0e-4), "disc.lr": (1.0e-3, 5.0e-4)},
+        id="floor80_lrhalf",
+    ),
 ]
 
 
