@@ -176,15 +176,15 @@ def test_hub_used_after_cache_when_allowed(
     snap.mkdir()
     calls = []
 
-    def fake_snapshot(repo: str, allow_patterns: object = None) -> str:
-        calls.append(repo)
+    def fake_snapshot(repo: str, allow_patterns: object = None, local_files_only: bool = False) -> str:
+        calls.append((repo, local_files_only))
         return str(snap)
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("E2E_VOICE_ALLOW_HUB", "1")
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
     assert resolve("fake", cache=cache, specs={"fake": _spec()}) == snap
-    assert calls == ["someone/fake"]
+    assert calls == [("someone/fake", False)]  # a real download, not only the local cache
 
 
 def test_hub_failure_message(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -229,20 +229,21 @@ class TeacherCache:
             t0 = time.perf_counter()
             try:
                 cache = cls._read(path, key, clips)
-                _mark_used(path)
-                _prune(Path(cache_dir), path, max_bytes)
+            # Any unreadable file (torn, foreign, another torch's pickle) is recomputed.
+            except Exception as e:
+                log.warning(
+                    "teacher feature cache %s is unusable (%s): computing the features again", path, e
+                )
+            else:
                 log.info(
                     "teacher features of %d clips read from %s in %.1f s",
                     len(clips),
                     path,
                     time.perf_counter() - t0,
                 )
+                _mark_used(path)
+                _prune(Path(cache_dir), path, max_bytes)
                 return cache
-            # Any unreadable file (torn, foreign, another torch's pickle) is recomputed.
-            except Exception as e:
-                log.warning(
-                    "teacher feature cache %s is unusable (%s): computing the features again", path, e
-                )
         t0 = time.perf_counter()
         cache = cls.compute_in_subprocess(teacher_config, clips, window_s)
         took = time.perf_counter() - t0

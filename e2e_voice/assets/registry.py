@@ -109,6 +109,14 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
 
 
+def _snapshot(repo: str, spec: ModelSpec, local_files_only: bool = False) -> str:
+    """``snapshot_download`` of the spec's hub files from ``repo``; ``local_files_only``: never fetch."""
+    from huggingface_hub import snapshot_download
+
+    patterns = list(spec.hub_files) or None
+    return str(snapshot_download(repo, allow_patterns=patterns, local_files_only=local_files_only))
+
+
 def _from_hub(spec: ModelSpec) -> Path:
     if spec.hub_repo is None:
         raise ModelNotAvailableError(
@@ -120,10 +128,8 @@ def _from_hub(spec: ModelSpec) -> Path:
             f"model '{spec.name}': the hub is allowed but HF_HUB_OFFLINE=1 is set, so {spec.hub_repo}"
             " cannot be fetched; install the offline bundle with `make models` or pass a local path"
         )
-    from huggingface_hub import snapshot_download
-
     try:
-        local = snapshot_download(spec.hub_repo, allow_patterns=list(spec.hub_files) or None)
+        local = _snapshot(spec.hub_repo, spec)
     except Exception as exc:  # any network or hub error ends in the same actionable message
         raise ModelNotAvailableError(
             f"model '{spec.name}': downloading {spec.hub_repo} from the hub failed ({type(exc).__name__}:"
@@ -202,12 +208,8 @@ def local_copy(
         return directory
     if spec.hub_repo is None:
         return None
-    from huggingface_hub import snapshot_download
-
     try:
-        local = snapshot_download(
-            spec.hub_repo, allow_patterns=list(spec.hub_files) or None, local_files_only=True
-        )
+        local = _snapshot(spec.hub_repo, spec, local_files_only=True)
     except Exception:  # not downloaded (or an unreadable cache): nothing local to describe
         return None
     return Path(local)
