@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from moshi.utils.compile import no_compile
 
 from e2e_voice.constants import CONFIG_DIR, REPO_ROOT
 from e2e_voice.lm.streams import Word, build_text_stream
@@ -74,10 +73,9 @@ def make_cfg(out_dir: Path, streams: Path, *overrides: str):
 
 @pytest.mark.slow
 def test_smoke_run_learns_and_checkpoints(tmp_path, streams_file):
-    with no_compile():
-        final = train(
-            make_cfg(tmp_path, streams_file, "train.steps=12", "train.grad_accum=2", "train.save_every=6")
-        )
+    final = train(
+        make_cfg(tmp_path, streams_file, "train.steps=12", "train.grad_accum=2", "train.save_every=6")
+    )
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["val/loss/text"] > 0 and {"val/loss/semantic", "val/loss/acoustic"} <= set(rows[-1])
     train_rows = [r for r in rows if "train/loss" in r]
@@ -92,10 +90,9 @@ def test_smoke_run_learns_and_checkpoints(tmp_path, streams_file):
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, streams_file):
     common = ("train.steps=6", "train.save_every=100", "train.grad_accum=2")
-    with no_compile():
-        train(make_cfg(tmp_path / "straight", streams_file, *common))
-        train(make_cfg(tmp_path / "first", streams_file, *common, "lm_train.stop_after=3"))
-        train(make_cfg(tmp_path / "second", streams_file, *common, f"lm_train.resume={tmp_path / 'first'}"))
+    train(make_cfg(tmp_path / "straight", streams_file, *common))
+    train(make_cfg(tmp_path / "first", streams_file, *common, "lm_train.stop_after=3"))
+    train(make_cfg(tmp_path / "second", streams_file, *common, f"lm_train.resume={tmp_path / 'first'}"))
     a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=False)
     b = torch.load(tmp_path / "second" / CHECKPOINT, weights_only=False)
     assert torch.load(tmp_path / "first" / CHECKPOINT, weights_only=False)["step"] == 3
@@ -106,13 +103,8 @@ def test_resume_equals_uninterrupted(tmp_path, streams_file):
 
 def test_lora_run_saves_and_resumes_only_adapters(tmp_path, streams_file):
     lora = ("lm.lora.enabled=true", "+lm.lora.rank=4", "train.save_every=100")
-    with no_compile():
-        train(make_cfg(tmp_path / "a", streams_file, *lora, "train.steps=3", "lm_train.stop_after=2"))
-        train(
-            make_cfg(
-                tmp_path / "b", streams_file, *lora, "train.steps=3", f"lm_train.resume={tmp_path / 'a'}"
-            )
-        )
+    train(make_cfg(tmp_path / "a", streams_file, *lora, "train.steps=3", "lm_train.stop_after=2"))
+    train(make_cfg(tmp_path / "b", streams_file, *lora, "train.steps=3", f"lm_train.resume={tmp_path / 'a'}"))
     ckpt = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)
     assert ckpt["step"] == 3 and ckpt["model"] and all("lora_" in k for k in ckpt["model"])
 
@@ -131,6 +123,22 @@ def test_bad_resume_and_data_are_explained(tmp_path, streams_file):
     stale = save_streams(tmp_path / "stale.pt", streams, {**meta, "corpus": {str(manifest): "0" * 64}})
     with pytest.raises(ValueError, match="older version of"):
         train(make_cfg(tmp_path, stale, f"lm_data.manifests={{train:[{manifest}]}}"))
+
+
+def test_train_runs_eager_on_cpu_and_restores_compilation(tmp_path, streams_file, monkeypatch):
+    # moshi's lazy kernel compilation costs ~20 s per CPU process for nothing; train() turns it off
+    # for the run itself (callers need not), and puts the flag back afterwards.
+    import moshi.utils.compile as moshi_compile
+
+    import train.lm as lm_trainer
+
+    seen = []
+    monkeypatch.setattr(
+        lm_trainer, "_train", lambda cfg, on_gpu: seen.append((on_gpu, moshi_compile._compile_disabled))
+    )
+    before = moshi_compile._compile_disabled
+    train(make_cfg(tmp_path, streams_file))
+    assert seen == [(False, True)] and moshi_compile._compile_disabled == before
 
 
 def test_warmup_cosine_schedule():
