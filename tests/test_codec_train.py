@@ -78,7 +78,10 @@ def _params(trainer: CodecTrainer) -> dict[str, torch.Tensor]:
 MEL_DISC = ("disc.kind=mel", "disc.n_ffts=[256,512]", "disc.n_mels=[32,48]", "disc.filters=8")
 
 
-@pytest.mark.parametrize("disc", [(), MEL_DISC], ids=["stft_disc", "mel_disc"])
+SPEED = ("data.speed=[0.8,1.25]", "data.speed_prob=0.5")
+
+
+@pytest.mark.parametrize("disc", [(), MEL_DISC, SPEED], ids=["stft_disc", "mel_disc", "speed_perturbed"])
 def test_resume_equals_uninterrupted(corpus: Path, tmp_path: Path, disc: tuple[str, ...]) -> None:
     # dropout on, so the resumed run must also draw the same number of levels per step
     overrides = ("loss.weights.distill_cos=0", "quantizer_dropout=0.7", "train.save_every=2", *disc)
@@ -179,6 +182,22 @@ def test_distillation_with_whisper_teacher(
     for a, b in zip(cached.teacher_cache.features, again.teacher_cache.features, strict=True):
         assert torch.equal(a, b)
     assert again.train_step() == first
+
+    # Speed-perturbed crops take the same cached features, stretched over the span each crop was read from.
+    sped = CodecTrainer(_cfg(corpus, *overrides, "data.speed=[1.3,1.3]"), tmp_path / "sped")
+    assert sped.teacher_cache is not None
+    asked: list[list[int] | None] = []
+    crops = sped.teacher_cache.crops
+
+    def spy(origins: list[tuple[int, int]], n: int, spans: list[int] | None = None) -> torch.Tensor:
+        asked.append(None if spans is None else list(spans))
+        return crops(origins, n, spans)
+
+    monkeypatch.setattr(sped.teacher_cache, "crops", spy)
+    logs = sped.train_step()
+    crop = sped.data.crop
+    assert asked == [[round(1.3 * crop)] * int(sped.cfg.train.batch_size)]
+    assert 0.0 < logs["distill/cos"] < 2.0
 
 
 @pytest.mark.slow
@@ -537,6 +556,18 @@ RECIPE_CHANGES = [
         "codec_cpu_deep_qd0_floor80_lrhalf",
         {"train.lr": (1.0e-3, 5.0e-4), "disc.lr": (1.0e-3, 5.0e-4)},
         id="floor80_lrhalf",
+    ),
+    pytest.param(  # v10's recipe with speed perturbation of half the crops
+        "codec_cpu_deep_qd0_floor80",
+        "codec_cpu_deep_qd0_floor80_speed",
+        {"data.speed": (None, [0.85, 1.15]), "data.speed_prob": (1.0, 0.5)},
+        id="floor80_speed",
+    ),
+    pytest.param(  # the same, leaning upwards, on three crops in four
+        "codec_cpu_deep_qd0_floor80",
+        "codec_cpu_deep_qd0_floor80_speedup",
+        {"data.speed": (None, [0.9, 1.4]), "data.speed_prob": (1.0, 0.75)},
+        id="floor80_speedup",
     ),
 ]
 

@@ -154,6 +154,8 @@ class CodecTrainer:
             min_rms=float(cfg.data.get("min_rms", 0.0)),
             file_weights=file_weights,
             redraw=str(cfg.data.get("redraw", "clip")),
+            speed=cfg.data.get("speed"),
+            speed_prob=float(cfg.data.get("speed_prob", 1.0)),
         )
         # Semantic distillation. With distill_cache the teacher's features of the sampler's whole clips are
         # computed once, in a child process (see TeacherCache.compute_in_subprocess), and no teacher lives
@@ -243,7 +245,8 @@ class CodecTrainer:
         target = None
         if self.distill is not None:
             if self.teacher_cache is not None and batch is None:
-                target = self.teacher_cache.crops(self.data.last_origins, x.shape[-1]).to(x.device)
+                target = self.teacher_cache.crops(self.data.last_origins, x.shape[-1], self.data.last_spans)
+                target = target.to(x.device)
             elif self.teacher is not None:
                 target = self.teacher(x)
             else:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 import torch
 from tqdm import tqdm
 
@@ -96,6 +97,11 @@ class CropSampler:
             speech get more crops: on the synthetic corpus the assistant's channels, active in 56 % of
             their frames, got 70 % of the crops, the users' channels, 24 % active, 30 %), or ``"start"``
             a new start in the same clip, so each clip gets its share of the crops.
+        speed: ``(low, high)``: speed perturbation, as in Kaldi's recipes. A perturbed crop is read from
+            ``factor * crop_samples`` samples of its clip, resampled to ``crop_samples``. The factor is
+            uniform in ``[low, high]``. Pitch, formants and tempo all move by that factor, which makes
+            new voices out of the corpus's few. ``None`` leaves every crop as it is.
+        speed_prob: the share of crops that are perturbed (when ``speed`` is set).
     """
 
     def __init__(
@@ -107,6 +113,8 @@ class CropSampler:
         max_tries: int = 10,
         weights: Sequence[float] | None = None,
         redraw: str = "clip",
+        speed: Sequence[float] | None = None,
+        speed_prob: float = 1.0,
     ) -> None:
         if not clips:
             raise ValueError("CropSampler needs at least one clip")
@@ -125,6 +133,26 @@ class CropSampler:
         self.gen = torch.Generator().manual_seed(seed)
         self.position = 0  # batches drawn so far
         self.last_origins: list[tuple[int, int]] = []  # (clip index, start sample) of the last batch
+        self.last_spans: list[int] = []  # samples of its clip each crop of the last batch was read from
+        self.last_factors: list[float] = []  # and its speed factor (1.0: as it is)
+        self.speed: tuple[float, float] | None = None
+        self.speed_prob = float(speed_prob)
+        self.speed_gen: torch.Generator | None = None
+        if speed is not None:
+            try:
+                low, high = (float(v) for v in speed)
+            except (TypeError, ValueError):
+                low, high = float("nan"), float("nan")
+            if not 0.5 <= low <= high <= 2.0:
+                raise ValueError(
+                    f"data.speed must be [low, high] with 0.5 <= low <= high <= 2 (or null), got {speed!r}"
+                )
+            if not 0.0 <= self.speed_prob <= 1.0:
+                raise ValueError(f"data.speed_prob must be in [0, 1], got {speed_prob}")
+            self.speed = (low, high)
+            # Its own generator: the crops' clips and starts are those of the same seed without perturbation,
+            # so a run with and without it differ only in the perturbation.
+            self.speed_gen = torch.Generator().manual_seed(seed + 1_000_003)
 
     @classmethod
     def from_files(
@@ -136,10 +164,13 @@ class CropSampler:
         min_rms: float = 0.0,
         file_weights: Sequence[float] | None = None,
         redraw: str = "clip",
+        speed: Sequence[float] | None = None,
+        speed_prob: float = 1.0,
     ) -> CropSampler:
         """Load ``paths`` at 24 kHz; ``channels="split"`` makes each channel of a file its own clip.
 
-        ``file_weights`` (one per path) weighs the draws; a file's channels share its weight.
+        ``file_weights`` (one per path) weighs the draws; a file's channels share its weight. ``speed`` and
+        ``speed_prob``: as in the class.
         """
         if channels not in ("mix", "split"):
             raise ValueError(f"data.channels must be 'mix' or 'split', got {channels!r}")
@@ -152,7 +183,16 @@ class CropSampler:
             if file_weights is not None and kept:
                 weights.extend([float(file_weights[i]) / len(kept)] * len(kept))
         drawn = None if file_weights is None else weights
-        return cls(clips, crop_samples, seed, min_rms=min_rms, weights=drawn, redraw=redraw)
+        return cls(
+            clips,
+            crop_samples,
+            seed,
+            min_rms=min_rms,
+            weights=drawn,
+            redraw=redraw,
+            speed=speed,
+            speed_prob=speed_prob,
+        )
 
     def _draw(self) -> tuple[int, int, torch.Tensor]:
         if self.weights is None:  # kept as is: the committed codec's crops were drawn this way
@@ -169,24 +209,54 @@ class CropSampler:
     def next_batch(self, batch_size: int) -> torch.Tensor:
         """``[B, 1, crop]`` crops; clips shorter than a crop are zero-padded at the end."""
         out = torch.zeros(batch_size, 1, self.crop)
-        self.last_origins = []
+        self.last_origins, self.last_spans, self.last_factors = [], [], []
         for b in range(batch_size):
             i, start, piece = self._draw()
             for _ in range(1, self.max_tries if self.min_rms > 0 else 1):
                 if float(piece.square().mean().sqrt()) >= self.min_rms:
                     break
                 i, start, piece = self._draw() if self.redraw == "clip" else self._draw_start(i)
+            span = self.crop
+            factor = self._speed_factor()
+            if factor != 1.0:
+                span = round(self.crop * factor)
+                source = self.clips[i][start : start + span].numpy()
+                # read as if sampled at factor x 24 kHz: factor > 1 plays faster and higher
+                fast = soxr.resample(source, SAMPLE_RATE * factor, SAMPLE_RATE, quality="HQ")
+                piece = torch.from_numpy(np.ascontiguousarray(fast[: self.crop], dtype=np.float32))
             out[b, 0, : piece.numel()] = piece
             self.last_origins.append((i, start))
+            self.last_spans.append(span)
+            self.last_factors.append(factor)
         self.position += 1
         return out
 
+    def _speed_factor(self) -> float:
+        if self.speed is None or self.speed_gen is None:
+            return 1.0
+        # always two draws, perturbed or not, so the factors follow from the batch count alone
+        u = torch.rand(2, generator=self.speed_gen, dtype=torch.float64)
+        if float(u[0]) >= self.speed_prob:
+            return 1.0
+        low, high = self.speed
+        return low + (high - low) * float(u[1])
+
     def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "generator": self.gen.get_state()}
+        state = {"position": self.position, "generator": self.gen.get_state()}
+        if self.speed_gen is not None:
+            state["speed_generator"] = self.speed_gen.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = int(state["position"])
         self.gen.set_state(state["generator"])
+        if self.speed_gen is not None:
+            if "speed_generator" not in state:
+                raise ValueError(
+                    "this checkpoint was written without data.speed: resume it without speed perturbation,"
+                    " or start a new run (another run_name)"
+                )
+            self.speed_gen.set_state(state["speed_generator"])
 
 
 SMOKE_SENTENCES = (

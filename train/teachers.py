@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -276,12 +277,32 @@ class TeacherCache:
             )
         return cls(features, dim)
 
-    def crops(self, origins: list[tuple[int, int]], crop_samples: int) -> torch.Tensor:
-        """Features ``[B, crop_samples / hop, D]`` of the crops drawn at ``origins`` (clip index, start)."""
+    def crops(
+        self, origins: list[tuple[int, int]], crop_samples: int, spans: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Features ``[B, crop_samples / hop, D]`` of the crops drawn at ``origins`` (clip index, start).
+
+        ``spans``: how many samples of its clip each crop was read from, when that is not ``crop_samples``
+        (a speed-perturbed crop). Those features are stretched in time to the crop's frames (linear
+        interpolation): a teacher's features of speech sped up are taken to be its features of the
+        original speech, sped up.
+        """
         n = crop_samples // self.hop
         out = torch.zeros(len(origins), n, self.dim)
         for b, (i, start) in enumerate(origins):
-            f = self.features[i][start // self.hop : start // self.hop + n].float()
+            span = crop_samples if spans is None else int(spans[b])
+            if span == crop_samples:
+                f = self.features[i][start // self.hop : start // self.hop + n].float()
+            else:
+                m = max(round(span / self.hop), 1)
+                f = self.features[i][start // self.hop : start // self.hop + m].float()
+                if f.shape[0] == 0:
+                    continue
+                # frames past the clip's end stay zero, as they do unperturbed
+                kept = min(n, max(round(f.shape[0] * n / m), 1))
+                f = torch.nn.functional.interpolate(f.T[None], size=kept, mode="linear", align_corners=False)[
+                    0
+                ].T
             out[b, : f.shape[0]] = f
         return out
 
