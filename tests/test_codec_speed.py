@@ -65,9 +65,16 @@ def test_speed_resumes_exactly_and_refuses_a_checkpoint_without_it() -> None:
     b = CropSampler(clips, CROP, seed=7, speed=(0.9, 1.1))
     b.load_state_dict(state)
     assert torch.equal(b.next_batch(4), expected[0]) and b.last_spans == expected[1]
+    # resumed with other settings than the run had: refused, each way, naming both
     old = CropSampler(clips, CROP, seed=2).state_dict()
-    with pytest.raises(ValueError, match=r"without data\.speed"):
+    with pytest.raises(
+        ValueError, match=r"with speed perturbation none, this run asks for data\.speed=\[0\.9,1\.1\]"
+    ):
         CropSampler(clips, CROP, seed=2, speed=(0.9, 1.1)).load_state_dict(old)
+    with pytest.raises(ValueError, match=r"data\.speed_prob=1, this run asks for none"):
+        CropSampler(clips, CROP, seed=2).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"data\.speed_prob=0\.5: resume"):
+        CropSampler(clips, CROP, seed=2, speed=(0.9, 1.1), speed_prob=0.5).load_state_dict(state)
 
 
 @pytest.mark.parametrize(

@@ -241,21 +241,37 @@ class CropSampler:
         low, high = self.speed
         return low + (high - low) * float(u[1])
 
+    def _speed_setting(self) -> list[float] | None:
+        return None if self.speed is None else [*self.speed, self.speed_prob]
+
     def state_dict(self) -> dict[str, Any]:
         state = {"position": self.position, "generator": self.gen.get_state()}
         if self.speed_gen is not None:
             state["speed_generator"] = self.speed_gen.get_state()
+            state["speed"] = self._speed_setting()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a saved position; a run resumed with other speed settings than it had is refused.
+
+        Raises:
+            ValueError: ``data.speed`` / ``data.speed_prob`` differ from the saved run's.
+        """
+        now = self._speed_setting()
+        # the first speed-perturbed runs (2026-12-03) kept the generator but not the settings
+        saved = state.get("speed", now if "speed_generator" in state else None)
+        if saved != now:
+
+            def said(v: list[float] | None) -> str:
+                return "none" if v is None else f"data.speed=[{v[0]:g},{v[1]:g}] data.speed_prob={v[2]:g}"
+
+            raise ValueError(
+                f"this checkpoint was written with speed perturbation {said(saved)}, this run asks for"
+                f" {said(now)}: resume with the run's own settings, or start a new run (another run_name)"
+            )
         self.position = int(state["position"])
         self.gen.set_state(state["generator"])
         if self.speed_gen is not None:
-            if "speed_generator" not in state:
-                raise ValueError(
-                    "this checkpoint was written without data.speed: resume it without speed perturbation,"
-                    " or start a new run (another run_name)"
-                )
             self.speed_gen.set_state(state["speed_generator"])
 
 
