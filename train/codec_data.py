@@ -133,8 +133,7 @@ class CropSampler:
         self.gen = torch.Generator().manual_seed(seed)
         self.position = 0  # batches drawn so far
         self.last_origins: list[tuple[int, int]] = []  # (clip index, start sample) of the last batch
-        self.last_spans: list[int] = []  # samples of its clip each crop of the last batch was read from
-        self.last_factors: list[float] = []  # and its speed factor (1.0: as it is)
+        self.last_factors: list[float] = []  # speed factor of each crop of the last batch (1.0: as it is)
         self.speed: tuple[float, float] | None = None
         self.speed_prob = float(speed_prob)
         self.speed_gen: torch.Generator | None = None
@@ -209,27 +208,33 @@ class CropSampler:
     def next_batch(self, batch_size: int) -> torch.Tensor:
         """``[B, 1, crop]`` crops; clips shorter than a crop are zero-padded at the end."""
         out = torch.zeros(batch_size, 1, self.crop)
-        self.last_origins, self.last_spans, self.last_factors = [], [], []
+        self.last_origins, self.last_factors = [], []
         for b in range(batch_size):
             i, start, piece = self._draw()
             for _ in range(1, self.max_tries if self.min_rms > 0 else 1):
                 if float(piece.square().mean().sqrt()) >= self.min_rms:
                     break
                 i, start, piece = self._draw() if self.redraw == "clip" else self._draw_start(i)
-            span = self.crop
             factor = self._speed_factor()
             if factor != 1.0:
-                span = round(self.crop * factor)
+                span = self._span(factor)
                 source = self.clips[i][start : start + span].numpy()
                 # read as if sampled at factor x 24 kHz: factor > 1 plays faster and higher
                 fast = soxr.resample(source, SAMPLE_RATE * factor, SAMPLE_RATE, quality="HQ")
                 piece = torch.from_numpy(np.ascontiguousarray(fast[: self.crop], dtype=np.float32))
             out[b, 0, : piece.numel()] = piece
             self.last_origins.append((i, start))
-            self.last_spans.append(span)
             self.last_factors.append(factor)
         self.position += 1
         return out
+
+    def _span(self, factor: float) -> int:
+        return self.crop if factor == 1.0 else round(self.crop * factor)
+
+    @property
+    def last_spans(self) -> list[int]:
+        """Samples of its clip each crop of the last batch was read from (a crop length unless sped)."""
+        return [self._span(f) for f in self.last_factors]
 
     def _speed_factor(self) -> float:
         if self.speed is None or self.speed_gen is None:
