@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train-codec": (
         "train.codec",
-        "train a Mimi codec (Hydra; +experiment=codec_cpu_deep|codec_cpu|codec_gpu|codec_debug)",
+        "train a Mimi codec (Hydra; e.g. +experiment=codec_cpu_deep_qd0_floor80, codec_gpu, codec_debug)",
     ),
     "export": (
         "train.export",
