@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 import torch
 from tqdm import tqdm
 
-from e2e_voice.audio.io import load_audio, save_audio
+from e2e_voice.audio.io import load_audio, resample, save_audio
 from e2e_voice.constants import SAMPLE_RATE, repo_path
 
 MANIFEST_AUDIO_KEYS = ("audio", "audio_path", "path", "wav")
@@ -220,8 +219,8 @@ class CropSampler:
                 span = self._span(factor)
                 source = self.clips[i][start : start + span].numpy()
                 # read as if sampled at factor x 24 kHz: factor > 1 plays faster and higher
-                fast = soxr.resample(source, SAMPLE_RATE * factor, SAMPLE_RATE, quality="HQ")
-                piece = torch.from_numpy(np.ascontiguousarray(fast[: self.crop], dtype=np.float32))
+                fast = resample(source, SAMPLE_RATE * factor, SAMPLE_RATE)
+                piece = torch.from_numpy(np.ascontiguousarray(fast[: self.crop]))
             out[b, 0, : piece.numel()] = piece
             self.last_origins.append((i, start))
             self.last_factors.append(factor)

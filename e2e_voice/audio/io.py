@@ -19,8 +19,11 @@ class AudioError(ValueError):
     """Audio input that cannot be used as it is; the message says what to do."""
 
 
-def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample ``[C, T]`` or ``[T]`` float audio from ``sr_in`` to ``sr_out`` Hz (soxr, high quality)."""
+def resample(audio: np.ndarray, sr_in: float, sr_out: float) -> np.ndarray:
+    """Resample ``[C, T]`` or ``[T]`` float audio from ``sr_in`` to ``sr_out`` Hz (soxr, high quality).
+
+    Rates need not be whole numbers: speed perturbation reads a clip as if sampled at ``factor x 24 kHz``.
+    """
     if sr_in <= 0 or sr_out <= 0:
         raise AudioError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
     if sr_in == sr_out:
