@@ -41,7 +41,15 @@ from tqdm import tqdm
 from e2e_voice.codec import MimiCodec, save_codec
 from e2e_voice.codec.stft_layers import SpectralDecoder
 from e2e_voice.constants import CONFIG_DIR, repo_path
-from train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.checkpoint import (
+    load_checkpoint,
+    remove_stale_tmp,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    truncate_metrics,
+)
+from train.checks import check_train
 from train.codec_data import CropSampler, find_audio
 from train.codec_losses import (
     DistillationHead,
@@ -128,6 +136,7 @@ class CodecTrainer:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        check_train(cfg.train)
         torch.manual_seed(int(cfg.seed))
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg.threads))
@@ -368,16 +377,24 @@ class CodecTrainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self, steps: int | None = None) -> list[dict[str, float]]:
-        """Train until ``steps`` (default ``train.steps``), resuming from ``checkpoint.pt`` if present."""
+        """Train until ``steps`` (default ``train.steps``), resuming from ``checkpoint.pt`` if present.
+
+        ``resume=false`` starts over instead, overwriting the checkpoint. Either way the rows of
+        ``metrics.jsonl`` past the starting step (a killed run's, replayed now) are dropped first, and the
+        temporary files of a save killed mid-write are removed.
+        """
         cfg = self.cfg
         steps = int(cfg.train.steps) if steps is None else steps
         ckpt = self.run_dir / "checkpoint.pt"
         if cfg.resume and ckpt.exists():
-            self.load_state_dict(load_checkpoint(ckpt))
+            hint = "delete it, or pass resume=false to start over (overwriting it)"
+            self.load_state_dict(load_checkpoint(ckpt, hint=hint))
             log.info("resumed from %s at step %d", ckpt, self.step)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        run = self._wandb()
+        remove_stale_tmp(ckpt)
         metrics_file = self.run_dir / "metrics.jsonl"
+        truncate_metrics(metrics_file, self.step)
+        run = self._wandb()
         bar = tqdm(total=steps, initial=self.step, desc="train-codec", dynamic_ncols=True)
         while self.step < steps:
             t0 = time.perf_counter()

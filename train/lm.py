@@ -35,7 +35,16 @@ from e2e_voice.constants import CONFIG_DIR
 from e2e_voice.lm.builders import BuiltLM, build_from_config
 from e2e_voice.lm.loss import LMLoss, LossWeights, lm_loss
 from e2e_voice.lm.model import count_parameters, eager_on_cpu
-from train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_tmp,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    truncate_metrics,
+)
+from train.checks import check_train
 from train.device import use_cuda
 from train.lm_data import (
     StreamSampler,
@@ -62,16 +71,57 @@ def warmup_cosine(step: int, *, warmup: int, total: int, min_ratio: float) -> fl
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def resolve_resume(resume: str | None) -> Path | None:
-    """A checkpoint file, or a run directory holding ``checkpoint.pt``."""
-    if not resume:
+def resolve_resume(resume: Any, out_dir: Path) -> Path | None:
+    """The checkpoint to continue from, or None to start at step 0.
+
+    ``lm_train.resume``: true (the default) continues from ``<out_dir>/checkpoint.pt`` when it exists, as
+    the codec trainer does, so rerunning a command never silently starts a finished run over; a path (a
+    checkpoint file, or a run directory holding ``checkpoint.pt``) continues from that; false starts over,
+    overwriting the run directory's checkpoint.
+    """
+    if resume is None or resume is False:
         return None
-    p = Path(resume)
+    if resume is True:
+        own = out_dir / CHECKPOINT
+        return own if own.is_file() else None
+    p = Path(str(resume))
     if p.is_dir():
         p = p / CHECKPOINT
     if not p.is_file():
-        raise FileNotFoundError(f"train.resume: no checkpoint at {p}")
+        raise FileNotFoundError(
+            f"lm_train.resume={resume}: no checkpoint at {p}; pass a checkpoint.pt or its run directory,"
+            " or lm_train.resume=false to start over"
+        )
     return p
+
+
+def _restore(
+    resume: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, sampler: StreamSampler, accelerator
+) -> int:
+    """Load ``resume`` into the run's objects (and the global RNGs); returns its step."""
+    ckpt = load_checkpoint(
+        resume, hint="pass another lm_train.resume=PATH, or lm_train.resume=false to start over"
+    )
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        if unexpected or (missing and all(p.requires_grad for p in model.parameters())):
+            raise CheckpointError(f"missing {missing}, unexpected {unexpected}")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {resume} does not match this run's model ({exc}); resume it with the config it was"
+            " trained with, or start over with lm_train.resume=false or another run_name"
+        ) from exc
+    if len(ckpt["sampler"]) != accelerator.num_processes:
+        raise ValueError(
+            f"{resume} was written by {len(ckpt['sampler'])} process(es); resume it with the same "
+            f"number (got {accelerator.num_processes}) so that every data shard continues exactly"
+        )
+    sampler.load_state_dict(ckpt["sampler"][accelerator.process_index])
+    set_rng_state(ckpt["rng"])
+    log.info("resumed from %s at step %d", resume, int(ckpt["step"]))
+    return int(ckpt["step"])
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -163,6 +213,7 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
     from accelerate import Accelerator
 
     tcfg, lcfg = cfg.train, cfg.lm_train
+    check_train(tcfg)
     if tcfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"train.precision must be fp32 or bf16, got {tcfg.precision!r}")
     accelerator = Accelerator(
@@ -225,26 +276,11 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         rank=accelerator.process_index,
         world=accelerator.num_processes,
     )
-    step = 0
-    resume = resolve_resume(lcfg.resume)
-    if resume is not None:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-        if unexpected or (missing and all(p.requires_grad for p in model.parameters())):
-            raise RuntimeError(
-                f"checkpoint {resume} does not match the model: missing {missing}, unexpected {unexpected}"
-            )
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if len(ckpt["sampler"]) != accelerator.num_processes:
-            raise ValueError(
-                f"{resume} was written by {len(ckpt['sampler'])} process(es); resume it with the same "
-                f"number (got {accelerator.num_processes}) so that every data shard continues exactly"
-            )
-        sampler.load_state_dict(ckpt["sampler"][accelerator.process_index])
-        set_rng_state(ckpt["rng"])
-        step = int(ckpt["step"])
-        log.info("resumed from %s at step %d", resume, step)
+    resume = resolve_resume(lcfg.resume, out_dir)
+    step = 0 if resume is None else _restore(resume, model, optimizer, scheduler, sampler, accelerator)
+    if accelerator.is_main_process:
+        remove_stale_tmp(out_dir / CHECKPOINT)
+        truncate_metrics(out_dir / "metrics.jsonl", step)  # a killed run's rows past its checkpoint
     model, optimizer = accelerator.prepare(model, optimizer)
     weights = LossWeights(**OmegaConf.to_container(lcfg.loss_weights))  # type: ignore[arg-type]
 
@@ -314,6 +350,9 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
     frames = 0
     t0 = time.perf_counter()
     stop_after = int(lcfg.stop_after) if lcfg.get("stop_after") else total
+    start_step = step
+    if resume is not None and step >= min(total, stop_after):
+        log.info("%s is already at step %d of %d: nothing to train", resume, step, total)
     while step < min(total, stop_after):
         for _ in range(int(tcfg.grad_accum)):
             codes = next(data).to(accelerator.device)
@@ -343,7 +382,8 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
             checkpoint()
     bar.close()
     final = {**last, **evaluate(model, val, weights, built, accelerator.device)}
-    log_metrics(final)
+    if step > start_step:  # a rerun of a finished run logs nothing twice
+        log_metrics(final)
     if run is not None:
         run.finish()
     accelerator.wait_for_everyone()
