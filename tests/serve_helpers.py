@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
 
-from e2e_voice.serve.server import ChatServer, ServeSettings
+from e2e_voice.serve.server import ACCESS_LOG_CLASS, ChatServer, ServeSettings
 from e2e_voice.system import DuplexSystem
 
 
@@ -17,9 +17,12 @@ from e2e_voice.system import DuplexSystem
 async def serving(
     factory: Callable[[], DuplexSystem], settings: ServeSettings | None = None
 ) -> AsyncIterator[tuple[str, ChatServer, web.AppRunner]]:
-    """Yield ``(http base url, server, runner)``; the runner is cleaned up on exit (if not already)."""
+    """Yield ``(http base url, server, runner)``; the runner is cleaned up on exit (if not already).
+
+    The runner logs access lines as ``e2e-voice serve`` does (``ACCESS_LOG_CLASS``, tokens redacted).
+    """
     server = ChatServer(factory, settings or ServeSettings())
-    runner = web.AppRunner(server.app(), shutdown_timeout=5.0)
+    runner = web.AppRunner(server.app(), shutdown_timeout=5.0, access_log_class=ACCESS_LOG_CLASS)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

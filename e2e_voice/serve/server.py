@@ -7,7 +7,8 @@ through the system on a per-conversation worker thread, so a slow conversation n
 or the others. A bad message gets an error message (kind 5) and closes that one connection; the server and
 the other conversations carry on.
 
-Endpoints: ``/api/chat`` (websocket), ``/health``, ``/metrics`` (JSON), ``/`` (the browser page).
+Endpoints: ``/api/chat`` (websocket), ``/health``, ``/metrics`` (JSON; behind the token when auth is on),
+``/`` (the browser page). What is trusted, limited per client and logged: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,93 +31,17 @@ from aiohttp import web
 
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
 from e2e_voice.serve import protocol
+from e2e_voice.serve.limits import AudioLedger, BucketPool, SlidingWindow, TokenBucket
 from e2e_voice.serve.protocol import Control, Kind, ProtocolError
+from e2e_voice.serve.redact import LogBudget, RedactingAccessLogger, printable, public_id
+from e2e_voice.serve.settings import FRAME_SECONDS, Metrics, ServeSettings
 from e2e_voice.system import DuplexSystem
 
+__all__ = ["ACCESS_LOG_CLASS", "ChatServer", "Metrics", "ServeSettings", "TokenBucket", "run_server"]
+
 log = logging.getLogger(__name__)
-STATIC_DIR = Path(__file__).parent / "static"
-FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
-
-
-@dataclass
-class ServeSettings:
-    """Server settings (the ``serve`` config group maps onto these fields).
-
-    Args:
-        host: interface to bind.
-        port: TCP port.
-        max_conversations: live conversations at once; more are refused with an error message.
-        max_conversation_seconds: user audio per conversation before the server ends it.
-        max_message_bytes: larger websocket messages are refused (an 80 ms Opus page is ~300 bytes).
-        tokens: accepted auth tokens (``?token=`` or ``Authorization: Bearer``); empty disables auth.
-        messages_per_second: sustained messages per client (token bucket); 0 disables the limit.
-        burst: token-bucket size for ``messages_per_second``.
-        connections_per_minute: new connections per client per minute; 0 disables the limit.
-        audio_seconds_per_client_hour: generated audio a client may receive per rolling hour; 0 disables.
-        model_version: sent in the handshake.
-        static_dir: directory of the browser page; None serves no page.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8998
-    max_conversations: int = 8
-    max_conversation_seconds: float = 600.0
-    max_message_bytes: int = 1 << 16
-    tokens: tuple[str, ...] = ()
-    messages_per_second: float = 100.0
-    burst: int = 200
-    connections_per_minute: int = 60
-    audio_seconds_per_client_hour: float = 3600.0
-    model_version: int = 0
-    static_dir: str | None = str(STATIC_DIR)
-
-    def __post_init__(self) -> None:
-        if self.max_conversations < 1:
-            raise ValueError(f"serve.max_conversations must be >= 1, got {self.max_conversations}")
-        if self.max_message_bytes < 1024:
-            raise ValueError(f"serve.max_message_bytes must be >= 1024, got {self.max_message_bytes}")
-        self.tokens = tuple(self.tokens)
-
-
-@dataclass
-class Metrics:
-    """Counters exposed on ``/metrics``."""
-
-    started: float = field(default_factory=time.time)
-    conversations_total: int = 0
-    frames: int = 0
-    late_frames: int = 0
-    dropped_frames: int = 0
-    step_seconds: float = 0.0
-    rate_limited: int = 0
-    auth_failures: int = 0
-    refused_full: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def error(self, reason: str) -> None:
-        self.errors[reason] = self.errors.get(reason, 0) + 1
-
-    @property
-    def real_time_factor(self) -> float:
-        """Processing time over audio time, all conversations (< 1 keeps up with real time)."""
-        return self.step_seconds / (self.frames * FRAME_SECONDS) if self.frames else 0.0
-
-
-class TokenBucket:
-    """A refilling budget of ``rate`` events per second, at most ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.level, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.level >= 1.0:
-            self.level -= 1.0
-            return True
-        return False
+ACCESS_LOG_CLASS = RedactingAccessLogger  # pass to web.AppRunner / run_app: the URL's token is redacted
+_CLOSED_TYPES = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
 class _Closed(Exception):
@@ -127,12 +52,44 @@ class _Closed(Exception):
         self.reason, self.metric = reason, metric
 
 
+class _ExplainingWebSocket(web.WebSocketResponse):
+    """A websocket that says why before aiohttp closes it for a frame it could not read.
+
+    aiohttp refuses a message over ``max_msg_size`` (or a malformed frame) inside ``receive`` and
+    closes straight away (1009 / 1002); the client would see a bare close code. Sending an error
+    message (kind 5) first keeps the promise that every refused message is explained.
+    """
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        super().__init__(max_msg_size=4 * limit)
+        self._limit, self._metrics = limit, metrics
+
+    async def close(
+        self, *, code: int = aiohttp.WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        reason = None
+        if code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+            reason = (
+                f"message exceeds the limit of {self._limit} bytes (more than {4 * self._limit} were"
+                " announced); send audio as 80 ms Ogg/Opus pages"
+            )
+            self._metrics.error("oversized")
+        elif code in (aiohttp.WSCloseCode.PROTOCOL_ERROR, aiohttp.WSCloseCode.INVALID_TEXT):
+            reason = f"malformed websocket frame (close code {int(code)}): see RFC 6455"
+            self._metrics.error("bad_frame")
+        if reason and not self.closed:
+            with contextlib.suppress(Exception):
+                await self.send_bytes(protocol.error(reason))
+        return await super().close(code=code, message=message, drain=drain)
+
+
 @dataclass
 class _Conversation:
     ws: web.WebSocketResponse
     client: str
     executor: ThreadPoolExecutor
     bucket: TokenBucket | None
+    opening: Future[DuplexSystem] | None = None
     system: DuplexSystem | None = None
     reader: Any = None
     writer: Any = None
@@ -140,6 +97,7 @@ class _Conversation:
     seconds_in: float = 0.0
     handshake_sent: bool = False
     audio_started: bool = False
+    last_audio: float = field(default_factory=time.monotonic)
 
 
 class ChatServer:
@@ -152,11 +110,14 @@ class ChatServer:
 
     def __init__(self, factory: Callable[[], DuplexSystem], settings: ServeSettings | None = None) -> None:
         self.factory = factory
-        self.settings = settings or ServeSettings()
+        self.settings = s = settings or ServeSettings()
         self.metrics = Metrics()
         self.live: dict[int, _Conversation] = {}
-        self._connects: dict[str, list[float]] = {}
-        self._audio_out: dict[str, list[tuple[float, float]]] = {}  # client -> [(time, seconds)] per minute
+        self._connects = SlidingWindow(s.connections_per_minute)
+        self._auth_failures = SlidingWindow(s.auth_failures_per_minute)
+        self._buckets = BucketPool(s.messages_per_second, s.burst) if s.messages_per_second > 0 else None
+        self._audio = AudioLedger(s.audio_seconds_per_client_hour)
+        self._client_log = LogBudget()
         self._shutting_down = False
 
     # --- application -------------------------------------------------------------------------------
@@ -185,12 +146,16 @@ class ChatServer:
             }
         )
 
-    async def handle_metrics(self, _: web.Request) -> web.Response:
-        m = self.metrics
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        """Counters and limits; behind the token when auth is on. Clients appear as salted hashes only."""
+        admitted = self._admit(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        m, s = self.metrics, self.settings
         return web.json_response(
             {
                 "live_conversations": len(self.live),
-                "max_conversations": self.settings.max_conversations,
+                "max_conversations": s.max_conversations,
                 "conversations_total": m.conversations_total,
                 "frames": m.frames,
                 "late_frames": m.late_frames,
@@ -202,14 +167,18 @@ class ChatServer:
                 "errors": m.errors,
                 "uptime_seconds": round(time.time() - m.started, 1),
                 "limits": {
-                    "messages_per_second": self.settings.messages_per_second,
-                    "burst": self.settings.burst,
-                    "connections_per_minute": self.settings.connections_per_minute,
-                    "max_conversation_seconds": self.settings.max_conversation_seconds,
-                    "max_message_bytes": self.settings.max_message_bytes,
-                    "audio_seconds_per_client_hour": self.settings.audio_seconds_per_client_hour,
+                    "messages_per_second": s.messages_per_second,
+                    "burst": s.burst,
+                    "connections_per_minute": s.connections_per_minute,
+                    "max_conversation_seconds": s.max_conversation_seconds,
+                    "max_message_bytes": s.max_message_bytes,
+                    "audio_seconds_per_client_hour": s.audio_seconds_per_client_hour,
+                    "auth_failures_per_minute": s.auth_failures_per_minute,
+                    "idle_timeout_seconds": s.idle_timeout_seconds,
                 },
-                "audio_seconds_last_hour": {c: round(self._audio_used(c), 1) for c in self._audio_out},
+                "audio_seconds_last_hour": {
+                    public_id(c): round(self._audio.used(c), 1) for c in list(self._audio.ledgers)
+                },
             }
         )
 
@@ -221,70 +190,68 @@ class ChatServer:
                 await conv.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
     # --- admission -----------------------------------------------------------------------------------
-    def _client_key(self, request: web.Request) -> tuple[str, str | None]:
-        token = request.query.get("token")
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            token = auth[len("Bearer ") :]
-        return (f"token:{token[:8]}" if token else f"ip:{request.remote}"), token
+    @staticmethod
+    def _credentials(request: web.Request) -> str | None:
+        """The token the client sent: ``Authorization: Bearer`` (scheme in any case) over ``?token=``."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            return value
+        return request.query.get("token")
 
-    def _authorized(self, token: str | None) -> bool:
-        if not self.settings.tokens:
-            return True
-        return token is not None and any(hmac.compare_digest(token, t) for t in self.settings.tokens)
+    def _admit(self, request: web.Request) -> str | web.Response:
+        """The client key of a request, or the response that refuses it.
 
-    def _connection_allowed(self, client: str) -> bool:
-        limit = self.settings.connections_per_minute
-        if limit <= 0:
-            return True
-        now = time.monotonic()
-        recent = [t for t in self._connects.get(client, []) if now - t < 60.0]
-        if len(recent) >= limit:
-            self._connects[client] = recent
-            return False
-        self._connects[client] = [*recent, now]
-        return True
-
-    def _audio_used(self, client: str) -> float:
-        now = time.monotonic()
-        ledger = [(t, sec) for t, sec in self._audio_out.get(client, []) if now - t < 3600.0]
-        self._audio_out[client] = ledger
-        return sum(sec for _, sec in ledger)
+        With auth off the key is the IP: a client-chosen ``?token=`` is no identity, or a new one per
+        connection would escape every per-client limit. With auth on it is the verified token (its
+        index: the key never holds the secret). Wrong tokens are counted per IP; past
+        ``auth_failures_per_minute`` that IP is refused even with a right token, so guessing gets no
+        answer for the rest of the minute.
+        """
+        ip = f"ip:{request.remote}"
+        tokens = self.settings.tokens
+        if not tokens:
+            return ip
+        if self._auth_failures.full(ip):
+            self.metrics.rate_limited += 1
+            return web.json_response(
+                {"error": "too many wrong tokens from this address; try again in a minute"}, status=429
+            )
+        token = (self._credentials(request) or "").encode("utf-8", "surrogatepass")
+        # Compare with every token (bytes: compare_digest refuses non-ASCII str) so timing says nothing.
+        matches = [hmac.compare_digest(token, t.encode("utf-8")) for t in tokens]
+        if any(matches):
+            return f"token#{matches.index(True)}"
+        self.metrics.auth_failures += 1
+        self._auth_failures.record(ip)
+        return web.json_response(
+            {"error": "missing or invalid token: pass ?token=... or 'Authorization: Bearer ...'"}, status=401
+        )
 
     def _charge_audio(self, client: str, seconds: float) -> None:
         """Count generated audio per client, in one-minute buckets over a rolling hour."""
-        cap = self.settings.audio_seconds_per_client_hour
-        if cap <= 0:
-            return
-        now = time.monotonic()
-        ledger = self._audio_out.setdefault(client, [])
-        if ledger and now - ledger[-1][0] < 60.0:
-            ledger[-1] = (ledger[-1][0], ledger[-1][1] + seconds)
-        else:
-            ledger.append((now, seconds))
-        if self._audio_used(client) > cap:
+        if not self._audio.charge(client, seconds):
             self.metrics.rate_limited += 1
             raise _Closed(
-                f"audio quota reached: at most {cap:g} s of generated audio per client per hour", None
+                f"audio quota reached: at most {self.settings.audio_seconds_per_client_hour:g} s of generated"
+                " audio per client per hour",
+                None,
             )
 
     # --- conversation ----------------------------------------------------------------------------------
     async def handle_chat(self, request: web.Request) -> web.StreamResponse:
-        client, token = self._client_key(request)
-        if not self._authorized(token):
-            self.metrics.auth_failures += 1
-            return web.json_response(
-                {"error": "missing or invalid token: pass ?token=... or 'Authorization: Bearer ...'"},
-                status=401,
-            )
-        if not self._connection_allowed(client):
+        admitted = self._admit(request)
+        if isinstance(admitted, web.Response):
+            return admitted
+        client = admitted
+        if not self._connects.allow(client):
             self.metrics.rate_limited += 1
             return web.json_response(
                 {"error": f"too many connections: at most {self.settings.connections_per_minute} per minute"},
                 status=429,
             )
-        # aiohttp's own limit closes without a reason; ours (checked below) sends an error message first.
-        ws = web.WebSocketResponse(max_msg_size=4 * self.settings.max_message_bytes)
+        # aiohttp's own limit (4x ours) closes without a reason; this websocket sends one first, and ours
+        # (checked in _dispatch) sends an error message too.
+        ws = _ExplainingWebSocket(self.settings.max_message_bytes, self.metrics)
         await ws.prepare(request)
         if self._shutting_down or len(self.live) >= self.settings.max_conversations:
             self.metrics.refused_full += 1
@@ -295,9 +262,7 @@ class ChatServer:
             )
             await ws.close()
             return ws
-        bucket = None
-        if self.settings.messages_per_second > 0:
-            bucket = TokenBucket(self.settings.messages_per_second, self.settings.burst)
+        bucket = self._buckets.acquire(client) if self._buckets is not None else None
         conv = _Conversation(ws, client, ThreadPoolExecutor(max_workers=1, thread_name_prefix="conv"), bucket)
         self.live[id(conv)] = conv
         self.metrics.conversations_total += 1
@@ -319,25 +284,44 @@ class ChatServer:
                     )
         finally:
             self.live.pop(id(conv), None)
-            if not ws.closed:
-                await ws.close()
-            if conv.system is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.get_running_loop().run_in_executor(conv.executor, conv.system.close)
-            conv.executor.shutdown(wait=False, cancel_futures=True)
+            closing = self._release(conv)  # first, with no await before it: runs even when cancelled
+            with contextlib.suppress(Exception):
+                if not ws.closed:
+                    await ws.close()
+                if closing is not None:
+                    await asyncio.wrap_future(closing)
         return ws
 
+    def _release(self, conv: _Conversation) -> Future[None] | None:
+        """Close the conversation's system on every path, including one whose system is still opening.
+
+        Audio before the handshake (or any early error) ends a conversation while the factory may still
+        be building its system on the worker thread; cancelling the asyncio wrapper does not stop that,
+        and the system it returns (a cascade starts two threads) must still be closed. Returns the
+        future of the close when there is one to wait for.
+        """
+        if self._buckets is not None and conv.bucket is not None:
+            self._buckets.release(conv.client)
+        closing: Future[None] | None = None
+        if conv.system is not None:
+            closing = conv.executor.submit(conv.system.close)
+        elif conv.opening is not None and not conv.opening.cancel():
+            conv.opening.add_done_callback(_close_opened)
+        conv.executor.shutdown(wait=False)
+        return closing
+
     async def _run(self, conv: _Conversation) -> None:
-        loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(conv.executor, self._open_system)
+        conv.opening = conv.executor.submit(self._open_system)
+        opening = asyncio.wrap_future(conv.opening)
         receiving: asyncio.Future[Any] = asyncio.ensure_future(conv.ws.receive())
         # Until the system is ready the client must wait for our handshake; audio sent earlier is an error.
         while not conv.handshake_sent:
             done, _ = await asyncio.wait({opening, receiving}, return_when=asyncio.FIRST_COMPLETED)
+            if opening in done:
+                conv.system = opening.result()
             if receiving in done:
                 msg = receiving.result()
                 if msg.type == aiohttp.WSMsgType.BINARY and msg.data[:1] == bytes([Kind.AUDIO]):
-                    opening.cancel()
                     raise _Closed(
                         "audio before handshake: wait for the server's handshake (message kind 0)"
                         " before sending audio",
@@ -346,14 +330,27 @@ class ChatServer:
                 await self._dispatch(conv, msg)
                 receiving = asyncio.ensure_future(conv.ws.receive())
             if opening in done:
-                conv.system = opening.result()
                 conv.reader = sphn.OpusStreamReader(SAMPLE_RATE)
                 conv.writer = sphn.OpusStreamWriter(SAMPLE_RATE)
                 await conv.ws.send_bytes(protocol.handshake(self.settings.model_version))
                 conv.handshake_sent = True
+                conv.last_audio = time.monotonic()
+        idle = self.settings.idle_timeout_seconds
         while True:
+            if idle > 0:
+                done, _ = await asyncio.wait(
+                    {receiving}, timeout=max(0.0, conv.last_audio + idle - time.monotonic())
+                )
+                if not done:
+                    if time.monotonic() - conv.last_audio < idle:
+                        continue
+                    raise _Closed(
+                        f"idle timeout: no audio for {idle:g} s, so the conversation was closed to free its"
+                        " slot; keep sending 80 ms pages (silence included) while connected",
+                        "idle",
+                    )
             msg = await receiving
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            if msg.type in _CLOSED_TYPES:
                 return
             await self._dispatch(conv, msg)
             receiving = asyncio.ensure_future(conv.ws.receive())
@@ -364,10 +361,10 @@ class ChatServer:
         return system
 
     async def _dispatch(self, conv: _Conversation, msg: aiohttp.WSMessage) -> None:
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+        if msg.type in _CLOSED_TYPES:
             raise _Closed(None)
-        if msg.type == aiohttp.WSMsgType.ERROR:
-            raise _Closed(None, "websocket_error")
+        if msg.type == aiohttp.WSMsgType.ERROR:  # _ExplainingWebSocket has said why and counted it
+            raise _Closed(None)
         if msg.type != aiohttp.WSMsgType.BINARY:
             raise _Closed(
                 "only binary messages are accepted (moshi protocol: kind byte + payload)", "bad_message"
@@ -404,14 +401,26 @@ class ChatServer:
                     "handshake after audio: a handshake may only open the conversation", "out_of_order"
                 )
         elif message.kind == Kind.ERROR:
-            log.info("client reported an error: %s", message.payload.decode("utf-8", "replace"))
+            self._log_client_error(conv, message.payload.decode("utf-8", "replace"))
         # TEXT and METADATA from clients carry nothing the server acts on; other controls are not used
         # in full-duplex mode (protocol.md).
+
+    def _log_client_error(self, conv: _Conversation, text: str) -> None:
+        """Log a client's error message as one escaped, shortened line, at most about one per second.
+
+        The text is the client's: verbatim, a newline in it forges a log line and a stream of large
+        messages fills the disk.
+        """
+        allowed, held_back = self._client_log.take()
+        if allowed:
+            more = f" ({held_back} more client error messages not logged)" if held_back else ""
+            log.info("client reported an error (%s): %s%s", public_id(conv.client), printable(text), more)
 
     async def _on_audio(self, conv: _Conversation, ogg: bytes) -> None:
         if not conv.handshake_sent or conv.system is None:
             raise _Closed("audio before handshake", "out_of_order")
         conv.audio_started = True
+        conv.last_audio = time.monotonic()
         try:
             pcm = conv.reader.append_bytes(ogg)
         except Exception as exc:  # sphn raises ValueError (and others) on damaged Ogg/Opus data
@@ -444,8 +453,19 @@ class ChatServer:
                 await conv.ws.send_bytes(protocol.text(out.text))
 
 
+def _close_opened(opening: Future[DuplexSystem]) -> None:
+    """Close a system whose conversation ended before it was ready (runs on its worker thread)."""
+    if not opening.cancelled() and opening.exception() is None:
+        try:
+            opening.result().close()
+        except Exception:
+            log.exception("closing a system opened for a conversation that had already ended")
+
+
 def run_server(factory: Callable[[], DuplexSystem], settings: ServeSettings) -> None:
-    """Serve until interrupted (Ctrl-C closes live conversations cleanly)."""
+    """Serve until interrupted (Ctrl-C closes live conversations cleanly); the access log hides tokens."""
     server = ChatServer(factory, settings)
     print(f"e2e-voice: serving on http://{settings.host}:{settings.port}/ (websocket /api/chat)")
-    web.run_app(server.app(), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        server.app(), host=settings.host, port=settings.port, print=None, access_log_class=ACCESS_LOG_CLASS
+    )
