@@ -78,6 +78,21 @@ class Event:
 
 
 @dataclass(frozen=True)
+class QA:
+    """One exchange of the closed-domain task (``synth-data corpus=task``): what was asked, the one right
+    answer and the key words that make an answer right; ``asked_end`` is when the question ended and
+    ``answer_start`` when the reference answer starts (seconds); ``interrupted``: the user cut the answer."""
+
+    category: str
+    question: str
+    answer: str
+    key_words: tuple[str, ...]
+    asked_end: float
+    answer_start: float
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
 class DialogueEntry:
     """One conversation.
 
@@ -93,6 +108,7 @@ class DialogueEntry:
         noise_snr_db: SNR of the background noise mixed into the user channel, None if clean.
         voices: readable voice description per speaker.
         sample_rate: 24000.
+        qa: the task's exchanges, in order (empty outside the task corpus).
     """
 
     id: str
@@ -106,6 +122,7 @@ class DialogueEntry:
     noise_snr_db: float | None = None
     voices: dict[str, str] = field(default_factory=dict)
     sample_rate: int = SAMPLE_RATE
+    qa: tuple[QA, ...] = ()
 
     def words_of(self, speaker: str) -> list[Word]:
         """The words of one speaker."""
@@ -120,7 +137,7 @@ class DialogueEntry:
         audio = str(self.audio)
         if root is not None and self.audio.is_absolute():
             audio = os.path.relpath(self.audio, root)
-        return {
+        out = {
             "id": self.id,
             "audio": audio,
             "duration": round(self.duration, 4),
@@ -133,6 +150,9 @@ class DialogueEntry:
             "noise_snr_db": self.noise_snr_db,
             "voices": dict(self.voices),
         }
+        if self.qa:  # only the task corpus has it (other manifests stay byte-identical)
+            out["qa"] = [{**asdict(q), "key_words": list(q.key_words)} for q in self.qa]
+        return out
 
 
 @dataclass
@@ -248,6 +268,7 @@ def parse_entry(obj: Any, root: Path, where: str = "entry", *, check_audio: bool
             raise ManifestError(f"{at}: interval {start:.3f}..{end:.3f}s is not inside 0..{duration:.3f}s")
         events.append(Event(str(e["kind"]), start, end, dict(e.get("info") or {})))
     snr = obj.get("noise_snr_db")
+    qa = _parse_qa(obj.get("qa", []), duration, where)
     return DialogueEntry(
         id=str(obj["id"]),
         audio=audio,
@@ -260,7 +281,31 @@ def parse_entry(obj: Any, root: Path, where: str = "entry", *, check_audio: bool
         noise_snr_db=None if snr is None else float(snr),
         voices={str(k): str(v) for k, v in dict(obj.get("voices") or {}).items()},
         sample_rate=sample_rate,
+        qa=qa,
     )
+
+
+def _parse_qa(items: Any, duration: float, where: str) -> tuple[QA, ...]:
+    if not isinstance(items, list):
+        raise ManifestError(f"{where}: 'qa' must be a list")
+    out = []
+    for i, q in enumerate(items):
+        at = f"{where}: qa {i}"
+        if not isinstance(q, dict):
+            raise ManifestError(f"{at}: expected an object")
+        texts = [q.get(k) for k in ("category", "question", "answer")]
+        keys = q.get("key_words")
+        if not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ManifestError(f"{at}: category, question and answer must be non-empty strings")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
+            raise ManifestError(f"{at}: key_words must be a non-empty list of strings")
+        asked, start = _num(q, "asked_end", at), _num(q, "answer_start", at)
+        if not 0 <= asked <= duration + _TOLERANCE_S or not 0 <= start <= duration + _TOLERANCE_S:
+            raise ManifestError(f"{at}: times {asked:.3f} / {start:.3f}s are not inside 0..{duration:.3f}s")
+        category, question, answer = (str(t) for t in texts)
+        interrupted = bool(q.get("interrupted", False))
+        out.append(QA(category, question, answer, tuple(keys), asked, start, interrupted))
+    return tuple(out)
 
 
 def read_manifest(

@@ -20,11 +20,13 @@ makes a corpus rebuild exactly elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,8 +40,10 @@ from e2e_voice.audio.io import save_audio
 from e2e_voice.constants import SAMPLE_RATE
 from e2e_voice.data import content
 from e2e_voice.data.align import Timed, WhisperAligner, apply_offset, split_words, synthesize_concat, trim
-from e2e_voice.data.manifest import ASSISTANT, USER, DialogueEntry, Event, write_manifest
+from e2e_voice.data.manifest import ASSISTANT, QA, USER, DialogueEntry, Event, write_manifest
 from e2e_voice.data.scenarios import SCENARIOS, Exchange, TimingSettings, add_noise, layout, scenario_tags
+from e2e_voice.data.task import TaskExchange
+from e2e_voice.data.task_corpus import BankTimes, TaskSettings, bank_group, plan_task, spread_times
 from e2e_voice.tts import engines
 from e2e_voice.tts.engines import VoiceSpec
 
@@ -121,6 +125,7 @@ class SynthSettings:
     answer_bank: Path | None = None
     watermark_assistant: bool = False
     resume: bool = True
+    task: TaskSettings | None = None  # content.source=task: the closed-domain task (configs/corpus/task.yaml)
 
     def __post_init__(self) -> None:
         if self.num_conversations < 1:
@@ -129,12 +134,15 @@ class SynthSettings:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.audio_format not in ("flac", "wav"):
             raise ValueError(f"audio_format must be 'flac' or 'wav', got '{self.audio_format}'")
-        if self.content_source not in ("llm", "templates"):
-            raise ValueError(f"content.source must be 'llm' or 'templates', got '{self.content_source}'")
+        if self.content_source not in ("llm", "templates", "task"):
+            raise ValueError(
+                f"content.source must be 'llm', 'templates' or 'task', got '{self.content_source}'"
+            )
+        self._check_task()
         if self.answer_bank is not None and self.content_source != "llm":
             raise ValueError("content.answers replaces LLM answers: it needs content.source=llm")
-        if self.alignment not in ("whisper", "concat"):
-            raise ValueError(f"alignment must be 'whisper' or 'concat', got '{self.alignment}'")
+        if self.alignment not in ("whisper", "concat", "bank"):
+            raise ValueError(f"alignment must be 'whisper', 'concat' or 'bank', got '{self.alignment}'")
         unknown = set(self.scenario_weights) - set(SCENARIOS)
         if unknown:
             raise ValueError(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
@@ -168,6 +176,22 @@ class SynthSettings:
                 f"known: {', '.join(engines.ENGINES)}"
             )
 
+    def _check_task(self) -> None:
+        """The task corpus needs its settings, and its held-out voices must be unseen in training."""
+        if (self.content_source == "task") != (self.task is not None):
+            raise ValueError("content.source=task and the task settings go together: use `corpus=task`")
+        if self.alignment == "bank" and self.content_source != "task":
+            raise ValueError(
+                "alignment.method=bank aligns the task's answer bank: it needs content.source=task"
+            )
+        if self.task is not None:
+            seen = {(p.engine, v) for p in self.users for v in p.voices}
+            held = {(p.engine, v) for p in self.task.held_out_users for v in p.voices}
+            if seen & held:
+                raise ValueError(
+                    f"task.held_out_users voices also in users (training): {sorted(seen & held)}"
+                )
+
 
 @dataclass(frozen=True)
 class ConversationPlan:
@@ -185,6 +209,7 @@ class ConversationPlan:
     snr_db: float | None
     noise_color: str
     answers: tuple[str, ...] = ()
+    task: tuple[TaskExchange, ...] = ()  # content.source=task: each exchange's category and key words
 
 
 def _key(*parts: Any) -> str:
@@ -230,15 +255,15 @@ def plan(settings: SynthSettings, index: int) -> ConversationPlan:
     """Plan conversation ``index``; depends only on ``settings`` and ``index``."""
     rng = np.random.default_rng([settings.seed, index, 1])
     split = _split_at(settings.splits, rng.random())
-    user_voice = draw_voice(settings.users, rng)
-    n = int(rng.integers(settings.exchanges[0], settings.exchanges[1] + 1))
-    bank = content.PROMPTS if settings.prompt_splits is None else prompt_banks(settings.prompt_splits)[split]
-    prompts = []
-    for i in range(n):
-        if i > 0 and settings.content_source == "llm" and rng.random() < settings.follow_up_prob:
-            prompts.append(str(rng.choice(content.FOLLOW_UPS)))
-        else:
-            prompts.append(str(rng.choice(bank)))
+    if settings.task is not None:
+        n = int(rng.integers(settings.exchanges[0], settings.exchanges[1] + 1))
+        user_voice, task_exchanges = plan_task(settings, rng, split, n)
+        prompts = [e.question for e in task_exchanges]
+    else:
+        task_exchanges = ()
+        user_voice = draw_voice(settings.users, rng)
+        n = int(rng.integers(settings.exchanges[0], settings.exchanges[1] + 1))
+        prompts = _prompts(settings, rng, split, n)
     kinds = list(settings.scenario_weights)
     sw = np.array([settings.scenario_weights[k] for k in kinds], dtype=np.float64)
     scenarios = tuple(str(kinds[int(rng.choice(len(kinds), p=sw / sw.sum()))]) for _ in range(n))
@@ -256,7 +281,21 @@ def plan(settings: SynthSettings, index: int) -> ConversationPlan:
         stop_text=str(rng.choice(content.STOP_REQUESTS)),
         snr_db=snr,
         noise_color=str(settings.noise_colors[int(rng.integers(len(settings.noise_colors)))]),
+        answers=tuple(e.answer for e in task_exchanges),
+        task=task_exchanges,
     )
+
+
+def _prompts(settings: SynthSettings, rng: np.random.Generator, split: str, n: int) -> list[str]:
+    """The user's opening prompts from the bank of ``split``, and follow-ups (LLM content)."""
+    bank = content.PROMPTS if settings.prompt_splits is None else prompt_banks(settings.prompt_splits)[split]
+    prompts = []
+    for i in range(n):
+        if i > 0 and settings.content_source == "llm" and rng.random() < settings.follow_up_prob:
+            prompts.append(str(rng.choice(content.FOLLOW_UPS)))
+        else:
+            prompts.append(str(rng.choice(bank)))
+    return prompts
 
 
 def template_answers(settings: SynthSettings, p: ConversationPlan) -> tuple[str, ...]:
@@ -398,12 +437,36 @@ class Speaker:
         self._audio: dict[str, np.ndarray] = {}  # this conversation's TTS audio (as stored), by cache path
         self.timings = {"tts": 0.0, "align": 0.0}
         self.hits = self.misses = 0
+        self._bank: BankTimes | None = None
 
     def _get_aligner(self) -> WhisperAligner:
         if self._aligner is None:
             threads = max(1, (os.cpu_count() or 1) // self.settings.workers)
             self._aligner = WhisperAligner(self.settings.aligner_model, self.settings.aligner_path, threads)
         return self._aligner
+
+    def _bank_times(self) -> BankTimes:
+        if self._bank is None:
+            spec = self.settings.assistant
+            self._bank = BankTimes(
+                _cache_root(self.settings) / "bank",
+                spec,
+                (self.settings.aligner_model, ALIGN_TAG),
+                lambda text: self.speech(spec, text),
+                self._get_aligner,
+            )
+        return self._bank
+
+    def _say_bank(self, spec: VoiceSpec, text: str, role: str | None) -> Clip:
+        """``alignment=bank``: the assistant's cached group times (offset-corrected), the user's spread."""
+        audio = self.speech(spec, text)
+        if role != ASSISTANT:
+            return audio, spread_times(audio, text)
+        t, tts = time.perf_counter(), self.timings["tts"]
+        timed = self._bank_times().times(text)  # may synthesize the rest of its group first (counted as tts)
+        self.timings["align"] += time.perf_counter() - t - (self.timings["tts"] - tts)
+        offset = self.settings.align_offsets.get(spec.engine)
+        return audio, timed if offset is None else apply_offset(timed, offset, len(audio) / SAMPLE_RATE)
 
     def _path(self, spec: VoiceSpec, text: str) -> Path:
         method = self.settings.alignment
@@ -485,8 +548,11 @@ class Speaker:
         self._ready.clear()
         self._audio.clear()
 
-    def say(self, spec: VoiceSpec, text: str) -> Clip:
-        """Speech of ``text`` (trimmed, 24 kHz) and its word times (offset-corrected)."""
+    def say(self, spec: VoiceSpec, text: str, role: str | None = None) -> Clip:
+        """Speech of ``text`` (trimmed, 24 kHz) and its word times (offset-corrected); ``role`` matters
+        with ``alignment=bank`` only (the assistant's answers are aligned, the user's words spread)."""
+        if self.settings.alignment == "bank":
+            return self._say_bank(spec, text, role)
         path = self._path(spec, text)
         clip = self._ready.get(str(path))
         if clip is None:
@@ -519,7 +585,12 @@ def conversation_fingerprint(settings: SynthSettings, p: ConversationPlan) -> st
     corpus = {k: v for k, v in asdict(settings).items() if k not in _RUN_ONLY}
     if corpus["answer_bank"] is None:  # so conversations rendered before banks existed still resume
         del corpus["answer_bank"]
-    return _key("conversation", corpus, asdict(replace(p, answers=())))
+    if corpus["task"] is None:  # likewise before the task corpus existed
+        del corpus["task"]
+    planned = asdict(replace(p, answers=()))
+    if not planned["task"]:
+        del planned["task"]
+    return _key("conversation", corpus, planned)
 
 
 def _sidecar(settings: SynthSettings, p: ConversationPlan) -> Path:
@@ -546,15 +617,20 @@ def resumable_entry(settings: SynthSettings, p: ConversationPlan) -> dict[str, A
     return entry
 
 
+def _speaker(settings: SynthSettings) -> Speaker:
+    """This process's speaker (one per process, so that the TTS and Whisper models stay loaded)."""
+    if not _SPEAKER or _SPEAKER[0].settings != settings:
+        _SPEAKER[:] = [Speaker(settings)]
+    return _SPEAKER[0]
+
+
 def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any], dict[str, float]]:
     """TTS, layout, noise and writing of one planned conversation.
 
     Returns:
         (manifest JSON object with ``audio`` relative to ``out_dir``, seconds per stage).
     """
-    if not _SPEAKER or _SPEAKER[0].settings != settings:  # one per process (keeps models loaded)
-        _SPEAKER[:] = [Speaker(settings)]
-    speaker = _SPEAKER[0]
+    speaker = _speaker(settings)
     before = dict(speaker.timings)
     t0 = time.perf_counter()
     voices = {ASSISTANT: settings.assistant, USER: p.user_voice}
@@ -579,7 +655,7 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
         layout(exchanges, record, np.random.default_rng([settings.seed, p.index, 3]), settings.timing)
         speaker.prepare(wanted)
     rng = np.random.default_rng([settings.seed, p.index, 3])
-    laid = layout(exchanges, lambda role, text: speaker.say(voices[role], text), rng, settings.timing)
+    laid = layout(exchanges, lambda role, text: speaker.say(voices[role], text, role), rng, settings.timing)
     speaker.clear()
     t_mix = time.perf_counter()
     audio = laid.audio
@@ -607,6 +683,7 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
         split=p.split,
         noise_snr_db=p.snr_db,
         voices={ASSISTANT: settings.assistant.describe(), USER: p.user_voice.describe()},
+        qa=_qa(p, exchanges, laid.events),
     )
     # The sidecar goes last, after the audio: its presence means the conversation is complete, so a run
     # that stops (an error, Ctrl-C) resumes from here instead of rendering everything again.
@@ -627,6 +704,73 @@ def render(settings: SynthSettings, p: ConversationPlan) -> tuple[dict[str, Any]
         "write": t_end - t_write,
     }
     return entry.to_json(), timings
+
+
+def _qa(p: ConversationPlan, exchanges: list[Exchange], events: list[Event]) -> tuple[QA, ...]:
+    """The task's exchanges with where each question ended (the layout's ``turn_gap`` events, one per
+    exchange in order) and whether its answer was cut by an interruption."""
+    if not p.task:
+        return ()
+    gaps = [e for e in events if e.kind == "turn_gap"]
+    return tuple(
+        QA(
+            category=t.category,
+            question=ex.user_text,
+            answer=t.answer,
+            key_words=t.key_words,
+            asked_end=gap.start,
+            answer_start=gap.end,
+            interrupted=ex.scenario == "interruption",
+        )
+        for t, ex, gap in zip(p.task, exchanges, gaps)
+    )
+
+
+@contextlib.contextmanager
+def _pool(workers: int, threads: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for the jobs (None: run them in this process)."""
+    if workers == 1:
+        yield None
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        yield pool
+
+
+def _run(
+    pool: ProcessPoolExecutor | None, fn: Callable[..., Any], jobs: Iterable[tuple[Any, ...]], bar: Any
+) -> list[Any]:
+    """``fn(*job)`` for every job, in order, on ``pool`` (or here), ticking ``bar`` as each ends."""
+    if pool is None:
+        out = []
+        for job in jobs:
+            out.append(fn(*job))
+            bar.update()
+        return out
+    futures = []
+    for job in jobs:
+        futures.append(pool.submit(fn, *job))
+        futures[-1].add_done_callback(lambda _: bar.update())
+    return [f.result() for f in futures]
+
+
+def _bank_groups(settings: SynthSettings, plans: list[ConversationPlan]) -> list[tuple[str, ...]]:
+    """The answer groups the conversations to render need (``alignment=bank``), in bank order."""
+    if settings.alignment != "bank":
+        return []
+    return sorted({bank_group(a) for p in plans for a in p.answers})
+
+
+def _bank_job(settings: SynthSettings, group: tuple[str, ...]) -> dict[str, float]:
+    """Synthesize and align one answer group into the cache; seconds of TTS and alignment."""
+    speaker = _speaker(settings)
+    before = dict(speaker.timings)
+    for text in group:
+        speaker.say(settings.assistant, text, ASSISTANT)
+    speaker.clear()
+    return {k: speaker.timings[k] - before[k] for k in before}
 
 
 def _init_worker(threads: int) -> None:
@@ -667,6 +811,8 @@ def generate(settings: SynthSettings) -> SynthResult:
     llm = LLMAnswers(settings) if settings.content_source == "llm" else None
 
     def answered(p: ConversationPlan) -> ConversationPlan:
+        if settings.content_source == "task":  # the task's answers are part of the plan
+            return p
         t = time.perf_counter()
         answers = llm.conversation(p) if llm is not None else template_answers(settings, p)
         stage["llm"] += time.perf_counter() - t
@@ -687,29 +833,19 @@ def generate(settings: SynthSettings) -> SynthResult:
                 if p.index in results:
                     llm.conversation(p)
     todo = [p for p in plans if p.index not in results]
-    bar = tqdm(total=len(plans), initial=resumed, desc="answer + render", unit="conv")
-    if settings.workers == 1:
-        for p in todo:
-            results[p.index] = render(settings, answered(p))
-            bar.update()
-    else:
-        import multiprocessing as mp
-
-        # The LLM answers conversation i+1 in this process while the workers render conversation i.
-        with ProcessPoolExecutor(
-            settings.workers,
-            mp_context=mp.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(threads,),
-        ) as pool:
-            futures = []
-            for p in todo:
-                futures.append(pool.submit(_render_job, settings, answered(p)))
-                futures[-1].add_done_callback(lambda _: bar.update())
-            for fut in futures:
-                index, entry, timings = fut.result()
-                results[index] = (entry, timings)
-    bar.close()
+    with _pool(settings.workers, threads) as pool:
+        groups = _bank_groups(settings, todo)
+        if groups:  # the answers' TTS and alignment first, a group per job, so no two workers redo one
+            bar = tqdm(total=len(groups), desc="answer bank", unit="group")
+            stage["bank"] = sum(
+                sum(t.values()) for t in _run(pool, _bank_job, ((settings, g) for g in groups), bar)
+            )
+            bar.close()
+        bar = tqdm(total=len(plans), initial=resumed, desc="answer + render", unit="conv")
+        # a generator: the LLM answers conversation i+1 here while the workers render conversation i
+        for index, entry, timings in _run(pool, _render_job, ((settings, answered(p)) for p in todo), bar):
+            results[index] = (entry, timings)
+        bar.close()
     for name in RENDER_STAGES:
         stage[name] = sum(r[1][name] for r in results.values())
     entries = [results[i][0] for i in range(len(plans))]

@@ -18,6 +18,7 @@ from e2e_voice.constants import CONFIG_DIR, repo_path
 from e2e_voice.data.digests import audio_digests, describe_machine, machine_fingerprint
 from e2e_voice.data.scenarios import TimingSettings
 from e2e_voice.data.synth import SynthResult, SynthSettings, VoicePool, generate
+from e2e_voice.data.task_corpus import TaskSettings
 from e2e_voice.tts.engines import VoiceSpec
 
 
@@ -36,31 +37,53 @@ def _offset(value: Any, name: str) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+def _pools(section: dict[str, Any], where: str) -> tuple[VoicePool, ...]:
+    """The voice pools of a ``users``-style section (pools with weight 0 are off)."""
+    pools = []
+    for name, u in section.items():
+        if not u or float(u.get("weight", 1.0)) <= 0:
+            continue
+        voices = u.get("voices") or []
+        if not voices:
+            raise ValueError(f"{where}.{name}: 'voices' is empty; list at least one voice or set weight: 0")
+        pools.append(
+            VoicePool(
+                engine=u["engine"],
+                voices=tuple(str(v) for v in voices),
+                weight=float(u.get("weight", 1.0)),
+                rate=_pair(u.get("rate", [1.0, 1.0]), f"{where}.{name}.rate"),
+                pitch=None if u.get("pitch") is None else _pair(u["pitch"], f"{where}.{name}.pitch"),
+                noise=None if u.get("noise") is None else _pair(u["noise"], f"{where}.{name}.noise"),
+            )
+        )
+    if not pools:
+        raise ValueError(f"no {where} voices enabled: give at least one {where}.<engine> a positive weight")
+    return tuple(pools)
+
+
+def _task(c: dict[str, Any]) -> TaskSettings | None:
+    """The task settings when ``content.source=task`` (``corpus=task``), else None."""
+    if c["content"]["source"] != "task":
+        return None
+    t = c.get("task")
+    if not t:
+        raise ValueError(
+            "content.source=task needs the task settings: run `e2e-voice synth-data corpus=task`"
+        )
+    return TaskSettings(
+        held_out_users=_pools(t["held_out_users"], "task.held_out_users"),
+        weights={str(k): float(v) for k, v in t["weights"].items()},
+        small_talk_prob=float(t.get("small_talk_prob", 0.3)),
+    )
+
+
 def settings_from_config(cfg: DictConfig) -> SynthSettings:
     """Build :class:`SynthSettings` from the ``synth_data`` config (the only place that reads it)."""
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     out_dir = repo_path(c["out_dir"])
     a = c["assistant"]
     assistant = VoiceSpec(a["engine"], a["voice"], float(a.get("rate", 1.0)), a.get("pitch"), a.get("noise"))
-    users = []
-    for name, u in c["users"].items():
-        if not u or float(u.get("weight", 1.0)) <= 0:
-            continue
-        voices = u.get("voices") or []
-        if not voices:
-            raise ValueError(f"users.{name}: 'voices' is empty; list at least one voice or set weight: 0")
-        users.append(
-            VoicePool(
-                engine=u["engine"],
-                voices=tuple(str(v) for v in voices),
-                weight=float(u.get("weight", 1.0)),
-                rate=_pair(u.get("rate", [1.0, 1.0]), f"users.{name}.rate"),
-                pitch=None if u.get("pitch") is None else _pair(u["pitch"], f"users.{name}.pitch"),
-                noise=None if u.get("noise") is None else _pair(u["noise"], f"users.{name}.noise"),
-            )
-        )
-    if not users:
-        raise ValueError("no user voices enabled: give at least one users.<engine> a positive weight")
+    users = _pools(c["users"], "users")
     s = c["scenarios"]
     t = s["timing"]
     timing_kwargs: dict[str, Any] = {
@@ -105,6 +128,7 @@ def settings_from_config(cfg: DictConfig) -> SynthSettings:
         cache_root=None if c["cache"].get("dir") is None else Path(c["cache"]["dir"]),
         watermark_assistant=bool(c.get("watermark_assistant", False)),
         resume=bool(c.get("resume", True)),
+        task=_task(c),
     )
 
 
