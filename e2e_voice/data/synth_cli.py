@@ -74,6 +74,7 @@ def _task(c: dict[str, Any]) -> TaskSettings | None:
         held_out_users=_pools(t["held_out_users"], "task.held_out_users"),
         weights={str(k): float(v) for k, v in t["weights"].items()},
         small_talk_prob=float(t.get("small_talk_prob", 0.3)),
+        held_out_splits=tuple(str(x) for x in t.get("held_out_splits", ("valid", "test"))),
     )
 
 

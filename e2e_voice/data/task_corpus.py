@@ -46,11 +46,14 @@ class TaskSettings:
             in the training pools (checked by :class:`~e2e_voice.data.synth.SynthSettings`).
         weights: how often each question category is asked (small talk has its own share).
         small_talk_prob: chance that a conversation opens (and, separately, closes) with small talk.
+        held_out_splits: the splits that draw the held-out voices, phrasings and pairs; ``[]`` makes an
+            evaluation corpus of training voices and phrasings (``corpus=task_seen``).
     """
 
     held_out_users: tuple[Any, ...]  # VoicePool (typed loosely: synth imports this module)
     weights: dict[str, float]
     small_talk_prob: float = 0.3
+    held_out_splits: tuple[str, ...] = ("valid", "test")
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(task.CATEGORIES)
@@ -62,6 +65,10 @@ class TaskSettings:
             raise ValueError(f"task.weights must be >= 0 with one question category > 0, got {self.weights}")
         if not 0 <= self.small_talk_prob <= 1:
             raise ValueError(f"task.small_talk_prob must be in [0, 1], got {self.small_talk_prob}")
+        if set(self.held_out_splits) - {"train", "valid", "test"}:
+            raise ValueError(
+                f"task.held_out_splits must name splits (train, valid, test): {self.held_out_splits}"
+            )
         if not self.held_out_users:
             raise ValueError(
                 "task.held_out_users is empty: the valid and test splits need voices of their own"
@@ -161,7 +168,7 @@ def plan_task(
     from e2e_voice.data.synth import draw_voice
 
     ts: TaskSettings = settings.task
-    held_out = split != "train"
+    held_out = split in ts.held_out_splits
     voice = draw_voice(ts.held_out_users if held_out else settings.users, rng)
     exchanges = task.draw_exchanges(rng, n, held_out, ts.weights, ts.small_talk_prob)
     return voice, exchanges
