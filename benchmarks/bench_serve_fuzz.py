@@ -108,6 +108,7 @@ async def _phase(factory: Any, connections: int, seed: int, concurrency: int) ->
             max_bytes=MAX_BYTES,
             seed=seed,
             concurrency=concurrency,
+            idle_seconds=settings.idle_timeout_seconds,
         )
         stats.merge(await run_broken_frames("127.0.0.1", port, "fuzz"))
         done.set()
