@@ -21,6 +21,7 @@ Suites (``configs/suite/``) fix what a run covers: ``small`` (the default, a few
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from e2e_voice.audio.io import load_audio
 from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
-from e2e_voice.converse import converse
+from e2e_voice.converse import ConversationEvent, converse
 from e2e_voice.data.manifest import CHANNEL_OF, USER, DialogueEntry, read_manifest
 from e2e_voice.engine import check_checkpoints
 from e2e_voice.stt.whisper import WhisperSTT
@@ -55,6 +56,13 @@ from eval.codec import (
     score_clips,
 )
 from eval.machine import context_line, machine_context
+from eval.task_accuracy import (
+    ExchangeScore,
+    interrupted_count,
+    score_exchanges,
+    summarize_task,
+    task_report,
+)
 
 log = logging.getLogger(__name__)
 BACKCHANNEL_CONTINUE_S = 0.5  # the system "keeps talking" through a backchannel if it speaks this long after
@@ -78,6 +86,7 @@ class ConversationScore:
     heard_text: str = ""
     prosody: dict[str, Any] | None = None
     stages: dict[str, list[float]] = field(default_factory=dict)
+    task: list[ExchangeScore] = field(default_factory=list)  # the task's exchanges (eval/task_accuracy.py)
 
 
 def _next_user_start(entry: DialogueEntry, after: float) -> float:
@@ -135,8 +144,9 @@ def _mean(xs: list[Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def summarize(scores: list[ConversationScore]) -> dict[str, Any]:
-    """Aggregate one system's conversation scores into the report's numbers."""
+def summarize(scores: list[ConversationScore], skipped: int = 0) -> dict[str, Any]:
+    """Aggregate one system's conversation scores into the report's numbers (``skipped``: the task's
+    interrupted exchanges, which are not scored)."""
     lat = [x for s in scores for x in s.latencies]
     stops = [x for s in scores for x in s.stop_latencies]
     p50, p90 = m.p50_p90(lat)
@@ -174,6 +184,8 @@ def summarize(scores: list[ConversationScore]) -> dict[str, Any]:
         / max(1e-9, sum(s.processed_seconds or s.seconds for s in scores)),
         "prosody": {k: _mean([s.prosody.get(k) for s in scores if s.prosody]) for k in prosody_keys},
         "stages_p50_s": {k: m.p50_p90(v)[0] for k, v in sorted(stages.items())},
+        # Answer accuracy on the closed-domain task; None for corpora without qa.
+        "task": summarize_task([s.task for s in scores], skipped),
     }
 
 
@@ -287,6 +299,7 @@ class SystemOutput:
     intended: str  # the text it meant to say (its own text events)
     run_seconds: float
     stages: dict[str, Any]
+    text_events: list[ConversationEvent] = field(default_factory=list)  # timed `assistant_text` events
 
 
 def run_system(
@@ -316,9 +329,10 @@ def run_system(
             t0 = time.perf_counter()
             result = converse(system, user, realtime=realtime, progress=False)
             run_seconds = time.perf_counter() - t0
-            intended = " ".join(e.text.strip() for e in result.events if e.kind == "assistant_text")
+            texts = [e for e in result.events if e.kind == "assistant_text"]
+            intended = " ".join(e.text.strip() for e in texts)
             outputs.append(
-                SystemOutput(entry, result.audio[0], intended, run_seconds, _stages(result.metrics))
+                SystemOutput(entry, result.audio[0], intended, run_seconds, _stages(result.metrics), texts)
             )
     finally:
         system.close()
@@ -326,14 +340,28 @@ def run_system(
 
 
 def judge_outputs(outputs: list[SystemOutput], judge: WhisperSTT) -> list[ConversationScore]:
-    """Score each conversation's output; the judge transcribes the assistant's speech."""
+    """Score each conversation's output; the judge transcribes the assistant's speech (whole, and cut to
+    each task exchange's answer window when the entry has qa)."""
     scores = []
     for out in outputs:
         heard = judge.transcribe(out.assistant, SAMPLE_RATE) if np.abs(out.assistant).max() > 1e-4 else ""
-        scores.append(
-            score_conversation(out.entry, out.assistant, out.intended, heard, out.run_seconds, out.stages)
+        score = score_conversation(out.entry, out.assistant, out.intended, heard, out.run_seconds, out.stages)
+        score.task = score_exchanges(
+            out.entry,
+            out.text_events,
+            out.assistant,
+            SAMPLE_RATE,
+            lambda clip: judge.transcribe(clip, SAMPLE_RATE),
         )
+        scores.append(score)
     return scores
+
+
+def _jsonable(obj: Any) -> Any:
+    # Nested dataclasses (the task's exchange scores) as objects; anything else as its string.
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return str(obj)
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -441,6 +469,7 @@ def report(
             + " | ".join(_fmt(s["stages_p50_s"].get(k)) for s in summary.values())
             + " |"
         )
+    lines += task_report(summary)
     if codec:
         lines += codec_report(codec)
     return "\n".join(lines) + "\n"
@@ -515,7 +544,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # The codec metrics' judge when they had one: loaded once.
     judge = judge or make_judge(cfg.judge)
     scores = {name: judge_outputs(outs, judge) for name, outs in outputs.items()}
-    summary = {name: summarize(sc) for name, sc in scores.items()}
+    summary = {name: summarize(sc, interrupted_count(entries)) for name, sc in scores.items()}
     meta = {
         "suite": cfg.get("suite_name"),
         "clock": "real time" if cfg.realtime else "offline clock",
@@ -536,7 +565,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     }
     if codec_results is not None:
         results["codec"] = codec_results
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
     text = report(summary, meta, codec_results)
     (out / "report.md").write_text(text)
     plot(scores, out)
