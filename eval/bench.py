@@ -15,8 +15,10 @@ offline clock. The system's own channel is then measured against the scenario's 
 - with ``codec_metrics=true``, the codec's own metrics (``eval/codec.py``: bitrate, mel distance, SI-SDR,
   STOI, PESQ, WER of the resynthesis, RTF) on the conversations' user and/or assistant channels.
 
-Suites (``configs/suite/``) fix what a run covers: ``small`` (the default, a few minutes) and ``full``
-(``make bench``). Writes ``runs/bench/<time>/results.json``, ``report.md`` and plots, and prints the table.
+Suites (``configs/suite/``) fix what a run covers: ``small`` (the default, a few minutes), ``full``
+(``make bench``), and ``task`` / ``task_seen``: the closed-domain task (issue #41), whose report adds
+answer accuracy (``eval/task_accuracy.py``). Writes ``runs/bench/<time>/results.json``, ``report.md`` and
+plots, and prints the table.
 """
 
 from __future__ import annotations
@@ -229,9 +231,9 @@ def resolve_manifest(cfg: DictConfig) -> Path:
             "manifest %s does not exist; using %s (generate it: `e2e-voice synth-data`)", path, fallback
         )
         return Path(fallback)
+    build = cfg.get("manifest_build") or "e2e-voice synth-data"
     raise FileNotFoundError(
-        f"manifest {path} does not exist: generate the corpus with `e2e-voice synth-data` (its held-out"
-        " split is data/generated/synthetic/test.jsonl), or pass manifest=PATH"
+        f"manifest {path} does not exist: generate the corpus with `{build}`, or pass manifest=PATH"
     )
 
 

@@ -240,3 +240,21 @@ def test_real_judge_hears_right_and_wrong_answers() -> None:
     assert right.heard_correct, right.heard
     assert not wrong.heard_correct and "eleven" in wrong.heard.lower().replace("11", "eleven"), wrong.heard
     assert not right.said_correct  # no text events: the monologue said nothing
+
+
+@pytest.mark.parametrize("suite, corpus", [("task", "task"), ("task_seen", "task_seen")])
+def test_task_suites_need_their_corpus(tmp_path: Path, suite: str, corpus: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from e2e_voice.constants import CONFIG_DIR
+    from eval.bench import resolve_manifest
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("bench", overrides=[f"suite={suite}"])
+        missing = compose("bench", overrides=[f"suite={suite}", f"manifest={tmp_path / 'none.jsonl'}"])
+    assert cfg.suite_name == suite and cfg.manifest == f"data/generated/{corpus}/test.jsonl"
+    assert list(cfg.systems) == ["e2e", "cascade"] and cfg.split == "test" and 0 < cfg.limit <= 30
+    assert cfg.manifest_fallback is None and not cfg.codec_metrics
+    # No fixture fallback: the error names the command that builds this corpus.
+    with pytest.raises(FileNotFoundError, match=f"`e2e-voice synth-data corpus={corpus}`"):
+        resolve_manifest(missing)
