@@ -61,6 +61,7 @@ from eval.machine import context_line, machine_context
 from eval.task_accuracy import (
     ExchangeScore,
     interrupted_count,
+    join_text,
     score_exchanges,
     summarize_task,
     task_report,
@@ -332,7 +333,8 @@ def run_system(
             result = converse(system, user, realtime=realtime, progress=False)
             run_seconds = time.perf_counter() - t0
             texts = [e for e in result.events if e.kind == "assistant_text"]
-            intended = " ".join(e.text.strip() for e in texts)
+            # The e2e engine's pieces carry their own spaces (" Par", "is"): joined, not spaced apart.
+            intended = join_text([e.text for e in texts])
             outputs.append(
                 SystemOutput(entry, result.audio[0], intended, run_seconds, _stages(result.metrics), texts)
             )
