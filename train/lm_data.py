@@ -27,7 +27,15 @@ from tqdm import tqdm
 from e2e_voice.audio.io import resample, save_audio
 from e2e_voice.constants import SAMPLE_RATE, in_repo
 from e2e_voice.data.manifest import DialogueEntry
-from e2e_voice.lm.streams import ZERO_TOKEN, Codec, Conversation, TextTokenizer, Word, build_streams
+from e2e_voice.lm.streams import (
+    ZERO_TOKEN,
+    Codec,
+    Conversation,
+    TextTokenizer,
+    Word,
+    build_streams,
+    encode_many,
+)
 from e2e_voice.lm.tokenizer import SentencePieceTokenizer, train_sentencepiece
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,9 @@ SMOKE_DIALOGUES: tuple[tuple[str, str], ...] = (
 
 
 # ----------------------------------------------------------------------------- streams files
+
+ENCODE_CONVERSATIONS = 256
+"""Conversations read into memory at a time while encoding a corpus (about 1.4 GB of float32 audio)."""
 
 
 def save_streams(path: str | Path, streams: Sequence[torch.Tensor], meta: dict[str, Any]) -> Path:
@@ -398,11 +409,19 @@ def streams_from_manifest(
         train_sentencepiece(texts, tok_path, vocab_size=vocab_size)
         tokenizer = SentencePieceTokenizer(tok_path)
     streams, dropped, seconds = [], 0, 0.0
-    for entry in tqdm(valid + train, desc="encode corpus", unit="conv"):
-        built = build_streams(conversation_from_entry(entry), codec, tokenizer, n_q)
-        dropped += built.text.words_dropped
-        seconds += entry.duration
-        streams.append(built.codes)
+    everything = valid + train
+    bar = tqdm(total=len(everything), desc="encode corpus", unit="conv")
+    for b in range(0, len(everything), ENCODE_CONVERSATIONS):
+        # A few hundred conversations at a time, encoded in batches of similar length (encode_many).
+        convs = [conversation_from_entry(e) for e in everything[b : b + ENCODE_CONVERSATIONS]]
+        codes = encode_many(codec, [a for c in convs for a in (c.assistant_audio, c.user_audio)], n_q)
+        for i, (entry, conv) in enumerate(zip(everything[b : b + ENCODE_CONVERSATIONS], convs)):
+            built = build_streams(conv, codec, tokenizer, n_q, codes=(codes[2 * i], codes[2 * i + 1]))
+            dropped += built.text.words_dropped
+            seconds += entry.duration
+            streams.append(built.codes)
+            bar.update()
+    bar.close()
     meta = {
         "n_q": n_q,
         "tokenizer": str(tok_path) if tok_path.is_file() else None,

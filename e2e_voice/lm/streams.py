@@ -189,14 +189,49 @@ def encode_audio(codec: Codec, audio: np.ndarray, n_q: int) -> torch.Tensor:
     return codes[0, :n_q].long()
 
 
+def encode_many(
+    codec: Codec, audios: Sequence[np.ndarray], n_q: int, batch_size: int = 16
+) -> list[torch.Tensor]:
+    """:func:`encode_audio` of many ``[T_i]`` clips, ``batch_size`` at a time; ``[n_q, ceil(T_i / 1920)]``
+    codes each, in the order given.
+
+    A batch is zero-padded to its longest clip; the codec is causal, so what follows a clip does not change
+    its codes (up to float rounding, which can flip a near-tie). Clips are batched by length, so padding
+    stays small. Why: on 2 CPU cores the committed codec encoded 4 clips of 30 s together 3x faster per
+    second of audio than one alone, and a 20-hour corpus is 40 hours of channels.
+    """
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    out: list[torch.Tensor | None] = [None] * len(audios)
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        frames = [math.ceil(len(audios[i]) / FRAME_SIZE) for i in idx]
+        longest = max(frames) * FRAME_SIZE
+        x = np.zeros((len(idx), 1, longest), np.float32)
+        for row, i in enumerate(idx):
+            if audios[i].ndim != 1:
+                raise ValueError(f"expected mono audio [T], got shape {audios[i].shape}")
+            x[row, 0, : len(audios[i])] = audios[i]
+        with torch.no_grad():
+            codes = codec.encode(torch.from_numpy(x))  # [B, K, T']
+        if codes.shape[1] < n_q:
+            raise ValueError(f"the codec returns {codes.shape[1]} codebooks, the streams need n_q={n_q}")
+        for row, (i, n) in enumerate(zip(idx, frames)):
+            out[i] = codes[row, :n_q, :n].long()
+    return [c for c in out if c is not None]
+
+
 def build_streams(
     conversation: Conversation,
     codec: Codec,
     tokenizer: TextTokenizer,
     n_q: int,
     specials: TextSpecials = DEFAULT_SPECIALS,
+    codes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Streams:
-    """Aligned ``[1 + 2 n_q, T]`` streams of one conversation (see the module docstring)."""
+    """Aligned ``[1 + 2 n_q, T]`` streams of one conversation (see the module docstring).
+
+    ``codes``: the (assistant, user) codes when encoded already (:func:`encode_many` batches a corpus).
+    """
     length = max(len(conversation.assistant_audio), len(conversation.user_audio))
     if length == 0:
         raise ValueError("the conversation has no audio")
@@ -204,13 +239,16 @@ def build_streams(
     def pad(x: np.ndarray) -> np.ndarray:
         return np.pad(x, (0, length - len(x)))
 
-    assistant = encode_audio(codec, pad(conversation.assistant_audio), n_q)
-    user = encode_audio(codec, pad(conversation.user_audio), n_q)
+    if codes is None:
+        assistant = encode_audio(codec, pad(conversation.assistant_audio), n_q)
+        user = encode_audio(codec, pad(conversation.user_audio), n_q)
+    else:
+        assistant, user = codes
     num_frames = assistant.shape[1]
-    assert num_frames == math.ceil(length / FRAME_SIZE), (num_frames, length)
+    assert num_frames == math.ceil(length / FRAME_SIZE) == user.shape[1], (num_frames, length, user.shape)
     text = build_text_stream(conversation.assistant_words, num_frames, tokenizer, specials)
-    codes = torch.cat([text.tokens[None], assistant, user], dim=0)
-    return Streams(codes=codes, text=text, n_q=n_q)
+    rows = torch.cat([text.tokens[None], assistant, user], dim=0)
+    return Streams(codes=rows, text=text, n_q=n_q)
 
 
 def stream_delays(
