@@ -30,6 +30,7 @@ from e2e_voice.codec.codec import MimiCodec
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE, in_repo
 from e2e_voice.devices import check_device
 from e2e_voice.lm.generate import LMStep, Sampling
+from e2e_voice.lm.streams import ZERO_TOKEN
 from e2e_voice.system import DuplexSystem, SystemOutput
 
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
@@ -70,6 +71,8 @@ class DuplexEngine:
         text_piece: text token id -> string (e.g. sentencepiece ``id_to_piece``); None emits no text.
         max_conversations: batch size, the number of slots.
         sampling: text and audio temperatures / top-k (``e2e_voice.lm.generate.GREEDY`` is deterministic).
+        user_levels: the user codebooks the LM was trained to hear (``lm.user_levels``); the others are
+            fed as "no input", as in training. None: all of them.
         batch_wait: seconds the scheduler waits for the other live slots' frames before stepping the
             ones that arrived.
     """
@@ -83,10 +86,14 @@ class DuplexEngine:
         max_conversations: int = 4,
         sampling: Sampling | None = None,
         batch_wait: float = 0.02,
+        user_levels: int | None = None,
     ) -> None:
         if max_conversations < 1:
             raise ValueError(f"max_conversations must be >= 1, got {max_conversations}")
         self.user_q = lm.n_q - lm.dep_q
+        self.user_levels = self.user_q if user_levels is None else user_levels
+        if not 1 <= self.user_levels <= self.user_q:
+            raise ValueError(f"user_levels must be from 1 to {self.user_q}, got {user_levels}")
         if not isinstance(codec, MimiModel):  # an e2e_voice MimiCodec: the engine drives moshi's model
             codec = codec.model
         if codec.num_codebooks < max(lm.dep_q, self.user_q):
@@ -177,7 +184,11 @@ class DuplexEngine:
         self.codec.set_exec_mask(mask)
         self.lm_step.set_active(mask)
         codes = self.codec.encode(x)  # [B, K, 1]
-        step = self.lm_step.step(codes[:, : self.user_q])
+        user = codes[:, : self.user_q]
+        if self.user_levels < self.user_q:  # the levels the LM never heard in training are "no input"
+            user = user.clone()
+            user[:, self.user_levels :] = ZERO_TOKEN
+        step = self.lm_step.step(user)
         # A slot has a reply once its acoustic delays are filled; only those slots step the decoder,
         # exactly as each would alone (the others' decoder state holds still under the exec mask).
         valid = mask & step.ready
@@ -352,6 +363,7 @@ def load_engine(
         text_piece=getattr(built.tokenizer, "id_to_piece", None),
         max_conversations=max_conversations,
         sampling=sampling,
+        user_levels=built.user_levels,
     )
 
 

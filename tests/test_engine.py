@@ -214,3 +214,43 @@ def test_seeds_change_the_conversation_and_reset_replays_it() -> None:
     for f in frames:
         engine.tick({slot.index: f})
     assert torch.equal(torch.stack([t[slot.index] for t in tokens]), a)
+
+
+def test_user_levels_the_lm_never_heard_are_no_input() -> None:
+    """With ``user_levels=1`` the engine feeds the user's other codebooks as moshi's "no input" (-1),
+    as the trainer does (hide_user_levels): the LM's step sees exactly that."""
+    import torch as _torch
+
+    from e2e_voice.lm.streams import ZERO_TOKEN, hide_user_levels
+
+    codec, lm = _models()
+    engine = DuplexEngine(codec, lm, max_conversations=1, sampling=GREEDY, user_levels=1)
+    seen: list[_torch.Tensor] = []
+    real_step = engine.lm_step.step
+
+    def spy(user: _torch.Tensor):  # type: ignore[no-untyped-def]
+        seen.append(user.clone())
+        return real_step(user)
+
+    engine.lm_step.step = spy  # type: ignore[method-assign]
+    slot = engine.open()
+    for frame in _frames(0, 3):
+        engine.tick({slot.index: frame})
+    assert len(seen) == 3
+    for user in seen:
+        assert (user[:, 0] >= 0).all() and (user[:, 1:] == ZERO_TOKEN).all()
+    codes = _torch.arange(2 * 9 * 2).reshape(2, 9, 2)  # [B, 1 + 2 n_q, T] with n_q = 4
+    hidden = hide_user_levels(codes, 4, 1)
+    assert (hidden[:, :6] == codes[:, :6]).all() and (hidden[:, 6:] == ZERO_TOKEN).all()
+    assert hide_user_levels(codes, 4, 4) is codes
+    with pytest.raises(ValueError, match="user_levels"):
+        DuplexEngine(codec, lm, user_levels=N_Q + 1)
+
+
+@pytest.mark.parametrize("bad", [0, 9, 1.5, True, "two"])
+def test_lm_user_levels_setting_is_checked(bad: object) -> None:
+    from e2e_voice.lm.builders import _user_levels
+
+    assert _user_levels({"user_levels": None}, 8) == 8 and _user_levels({"user_levels": 2}, 8) == 2
+    with pytest.raises(ValueError, match="lm.user_levels"):
+        _user_levels({"user_levels": bad}, 8)

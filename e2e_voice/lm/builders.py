@@ -49,6 +49,10 @@ class BuiltLM:
     specials: TextSpecials
     n_q: int  # audio codebooks per speaker
     delays: list[int]  # per stream, 1 + 2 * n_q
+    user_levels: int = 0  # user codebooks the model hears (the rest are fed as "no input"); 0 = all n_q
+
+    def __post_init__(self) -> None:
+        self.user_levels = self.user_levels or self.n_q
 
 
 def delays_from_config(cfg: Mapping[str, Any], n_q: int) -> list[int]:
@@ -103,6 +107,7 @@ def build_from_config(
         raise ValueError(f"lm.name must be one of {SCALES}, got {name!r}")
     n_q = int(cfg["n_q"])
     delays = delays_from_config(cfg, n_q)
+    user_levels = _user_levels(cfg, n_q)
     if name == "tiny":
         path = tokenizer_path or cfg.get("tokenizer")
         if not path:
@@ -163,4 +168,23 @@ def build_from_config(
     lora = cfg.get("lora") or {}
     if lora.get("enabled"):
         apply_lora(built.model, int(lora.get("rank", 64)), float(lora.get("scaling", 2.0)))
+    built.user_levels = user_levels
     return built
+
+
+def _user_levels(cfg: Mapping[str, Any], n_q: int) -> int:
+    """``lm.user_levels``: how many of the user's codebooks the model hears (null: all ``n_q``).
+
+    Why: the user's acoustic levels carry the voice more than the words; a probe on the committed codec
+    named a spoken number on unseen voices in 56 % of clips from the semantic level alone and 19 % from
+    all 8 levels, which it overfit. Hidden levels are fed as moshi's "no input" token, in training and
+    in the engine alike.
+    """
+    value = cfg.get("user_levels")
+    if value is None:
+        return n_q
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n_q:
+        raise ValueError(
+            f"lm.user_levels must be an integer from 1 to n_q={n_q} (or null for all), got {value!r}"
+        )
+    return int(value)

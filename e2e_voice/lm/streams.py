@@ -251,6 +251,16 @@ def build_streams(
     return Streams(codes=rows, text=text, n_q=n_q)
 
 
+def hide_user_levels(codes: torch.Tensor, n_q: int, levels: int) -> torch.Tensor:
+    """``[B, 1 + 2 n_q, T]`` streams with the user's codebooks past the first ``levels`` set to
+    :data:`ZERO_TOKEN` (no input): what a model with ``lm.user_levels=levels`` hears (a copy)."""
+    if levels >= n_q:
+        return codes
+    out = codes.clone()
+    out[:, 1 + n_q + levels :] = ZERO_TOKEN
+    return out
+
+
 def stream_delays(
     n_q: int, text: int = 0, semantic: int = 0, acoustic: int = 1, user: bool = True
 ) -> list[int]:
