@@ -252,5 +252,5 @@ def test_lm_user_levels_setting_is_checked(bad: object) -> None:
     from e2e_voice.lm.builders import _user_levels
 
     assert _user_levels({"user_levels": None}, 8) == 8 and _user_levels({"user_levels": 2}, 8) == 2
-    with pytest.raises(ValueError, match="lm.user_levels"):
+    with pytest.raises(ValueError, match=r"lm\.user_levels"):
         _user_levels({"user_levels": bad}, 8)
