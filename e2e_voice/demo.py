@@ -2,12 +2,15 @@
 
 SmolLM2 answers a question, Kokoro speaks the answer, the speech goes through two codecs (Opus at
 24 kHz as a browser would send it, and a Mimi codec from the ``codec`` config group), and Whisper base
-transcribes each version so the word error rate says what each step cost. Every number printed is
-measured in this run; the results land in ``runs/demo/<time>/``.
+transcribes each version so the word error rate says what each step cost. Then (``demo.task_questions``)
+the e2e model and the cascade answer a few held-out spoken task questions side by side, on the real clock
+(``e2e_voice/demo_task.py``). Every number printed is measured in this run; the results land in
+``runs/demo/<time>/``.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -72,11 +75,29 @@ def mimi_roundtrip(codec: Any, audio: np.ndarray) -> tuple[np.ndarray, tuple[int
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Run the demo with a composed config, writing audio and ``summary.json`` to ``out_dir``."""
+    """Run the demo with a composed config, writing audio and ``summary.json`` to ``out_dir``.
+
+    With ``demo.task_questions > 0`` it ends with the held-out task questions (``e2e_voice/demo_task.py``),
+    run once the pipeline's models are gone: a Whisper left alive would slow the e2e model (``WhisperSTT``).
+    """
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rows: list[Row] = []
+    summary = _pipeline(cfg, out_dir, rows)
+    gc.collect()  # the LLM, Kokoro, Whisper and codec of the pipeline were locals of _pipeline
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print(summary, rows, out_dir)
+    if int(cfg.demo.get("task_questions") or 0) > 0:
+        from e2e_voice.demo_task import run_task
+
+        summary["task"] = run_task(cfg, out_dir)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _pipeline(cfg: DictConfig, out_dir: Path, rows: list[Row]) -> dict[str, Any]:
+    """LLM -> TTS -> codecs -> Whisper, appending a :class:`Row` per step; returns the summary."""
     question = cfg.demo.question
 
     t = time.perf_counter()
@@ -141,8 +162,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "steps": [asdict(r) for r in rows],
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    _print(summary, rows, out_dir)
     return summary
 
 
