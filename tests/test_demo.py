@@ -22,9 +22,11 @@ def test_demo_runs(tmp_path: Path) -> None:
                 "codec=tiny",
                 "cascade.llm.max_new_tokens=32",
                 "demo.question=What is the capital of France?",
+                "demo.task_questions=0",  # the task part has its own test (tests/test_demo_task.py)
             ],
         )
     summary = run(cfg, tmp_path)
+    assert "task" not in summary
     steps = {s["step"]: s for s in summary["steps"]}
     assert "Paris" in summary["answer"]
     assert steps["whisper (original)"]["wer"] < 0.25
