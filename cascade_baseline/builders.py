@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from cascade_baseline.shared import LockedLLM, LockedSTT, LockedTTS, SharedModels
 from cascade_baseline.system import CascadeSystem
 from cascade_baseline.vad import load_session
+from e2e_voice.safety.consent import ConsentRegistry
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ def build_cascade(
     Returns:
         The system, with its worker threads running (call ``close()`` when done).
     """
+    # Read (and so validate) the consent file whatever the voice, before loading any model: a damaged
+    # file stops start-up with its path and problem, as the README says, not only with a custom voice.
+    ConsentRegistry()
     vad, agg, barge = cascade.vad, cascade.aggregation, cascade.barge_in
     warmup = bool(cascade.warmup)
     stages: dict[str, Any]

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import takewhile
 
 # name -> (module with a main(), one-line help). Hydra apps parse their own overrides.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -75,8 +78,66 @@ def main(argv: list[str] | None = None) -> int:
     entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module_name), func or "main")
     # Hydra reads sys.argv; present the subcommand as the program name.
     sys.argv = [f"e2e-voice {ns.command}", *rest]
-    code = entry(rest)
+    if os.environ.get("HYDRA_FULL_ERROR"):  # the user asked for tracebacks
+        return int(entry(rest) or 0)
+    try:
+        with _hydra_raises():
+            code = entry(rest)
+    except Exception as exc:
+        report = _explain(ns.command, exc)
+        if report is None:
+            raise
+        print(report, file=sys.stderr)
+        return 2
     return int(code or 0)
+
+
+@contextmanager
+def _hydra_raises() -> Iterator[None]:
+    """Make Hydra re-raise a failed job's exception (instead of printing a traceback and exiting 1), so
+    that :func:`_explain` can turn bad input into one line and a hint."""
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
+
+
+def _explain(command: str, exc: Exception) -> str | None:
+    """One error line and a hint for bad input (a config override, a setting, a path, a file); None for
+    anything else, which is a bug and keeps its traceback."""
+    from hydra.errors import HydraException, InstantiationException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from e2e_voice.assets.registry import ModelNotAvailableError
+    from e2e_voice.safety.consent import ConsentError
+
+    if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, Exception):
+        return _explain(command, exc.__cause__)  # building a configured object raised: say why
+    raw = str(exc).splitlines()
+    lines = [line.strip() for line in raw if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, MissingConfigException):
+        listed = next((i for i, line in enumerate(raw) if line.startswith("Available options")), len(raw))
+        options = [line.strip() for line in takewhile(lambda x: x.startswith("\t"), raw[listed + 1 :])]
+        hint = f"choose one of: {', '.join(options)}" if options else "check the config group and name"
+    elif isinstance(exc, (HydraException, OmegaConfBaseException)):
+        cause = exc.__cause__
+        if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+            first = f"{first.rstrip('.')}: {str(cause).strip().splitlines()[0]}"
+        append = [line for line in lines[1:] if line.startswith("To append")]
+        hint = append[0] if append else "overrides are key=value, and +key=value adds a key"
+        hint += f"; `e2e-voice {command} --help` or configs/ shows the keys"
+    elif isinstance(exc, (ValueError, OSError, ConsentError, ModelNotAvailableError)):
+        first = "\n".join(lines) or first  # the program's own message, whole
+        hint = "fix the input named above (HYDRA_FULL_ERROR=1 shows the traceback)"
+    else:
+        return None
+    return f"e2e-voice {command}: error: {first}\nhint: {hint}"
 
 
 if __name__ == "__main__":

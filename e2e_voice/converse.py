@@ -176,6 +176,31 @@ def _print_turns(result: ConversationResult) -> None:
     print("(times in ms; v2v = first assistant audio out - onset of user silence, real-time mode)")
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def output_paths(input_: str | Path, output: str | Path) -> tuple[Path, Path]:
+    """The conversation's audio file and its report beside it (``NAME.json``), checked before any work.
+
+    ``--output out.json`` used to write the audio there and then overwrite it with the report: an output
+    that is not an audio file, or whose audio or report path is the input, is a ValueError saying what to
+    pass instead, so no file is lost.
+    """
+    out = Path(output)
+    if out.suffix.lower() not in AUDIO_SUFFIXES:
+        raise ValueError(
+            f"--output {output}: name the audio file, ending in {', '.join(AUDIO_SUFFIXES)}; the JSON report"
+            f" is written beside it ({out.with_suffix('.json').name} for --output {out.with_suffix('.wav')})"
+        )
+    report = out.with_suffix(".json")
+    src = Path(input_).resolve()
+    for path in (out, report):
+        if path.resolve() == src:
+            what = "audio" if path == out else f"JSON report {path.name}"
+            raise ValueError(f"--output {output} would overwrite the input {input_} with its {what}")
+    return out, report
+
+
 def main(argv: list[str] | None = None) -> int:
     """``e2e-voice converse --input user.wav --output out.wav [system=cascade] [realtime=true] ...``."""
     from hydra import compose, initialize_config_dir
@@ -188,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="two-channel wav to write (json beside it)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. realtime=true cascade/tts=piper")
     args = parser.parse_args(argv)
+    try:
+        out, report = output_paths(args.input, args.output)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
 
@@ -214,9 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         result = converse(system, user, realtime=bool(cfg.realtime), max_tail_s=float(cfg.max_tail_s))
     finally:
         system.close()
-    out = Path(args.output)
     save_audio(out, result.audio, result.sample_rate)
-    report = out.with_suffix(".json")
     report.write_text(json.dumps(result.to_json(), indent=2))
     _print_turns(result)
     print(f"wrote {out} (ch0 assistant, ch1 user) and {report}")

@@ -96,12 +96,16 @@ def resolve_resume(resume: Any, out_dir: Path) -> Path | None:
 
 
 def _restore(
-    resume: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, sampler: StreamSampler, accelerator
+    resume: Path,
+    ckpt: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    sampler: StreamSampler,
+    accelerator: Any,
 ) -> int:
-    """Load ``resume`` into the run's objects (and the global RNGs); returns its step."""
-    ckpt = load_checkpoint(
-        resume, hint="pass another lm_train.resume=PATH, or lm_train.resume=false to start over"
-    )
+    """Load the checkpoint ``ckpt`` (read from ``resume``) into the run's objects and the global RNGs;
+    returns its step."""
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
         if unexpected or (missing and all(p.requires_grad for p in model.parameters())):
@@ -222,6 +226,10 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         gradient_accumulation_steps=int(tcfg.grad_accum),
     )
     out_dir = Path(cfg.out_dir)
+    # Read the checkpoint before any data or model work, so that a wrong one is refused at once.
+    resume = resolve_resume(lcfg.resume, out_dir)
+    hint = "pass another lm_train.resume=PATH, or lm_train.resume=false to start over"
+    ckpt = load_checkpoint(resume, hint=hint) if resume is not None else {}
     if lcfg.get("num_threads"):
         # On a CPU shared with other jobs, 2 threads per process oversubscribe the cores: the tiny LM's
         # training step measured 6x slower with 2 threads than with 1 at a load average of ~8.
@@ -276,8 +284,8 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         rank=accelerator.process_index,
         world=accelerator.num_processes,
     )
-    resume = resolve_resume(lcfg.resume, out_dir)
-    step = 0 if resume is None else _restore(resume, model, optimizer, scheduler, sampler, accelerator)
+    step = 0 if resume is None else _restore(resume, ckpt, model, optimizer, scheduler, sampler, accelerator)
+    ckpt.clear()  # the loaded copy of the weights and optimizer state is not needed any more
     if accelerator.is_main_process:
         remove_stale_tmp(out_dir / CHECKPOINT)
         truncate_metrics(out_dir / "metrics.jsonl", step)  # a killed run's rows past its checkpoint

@@ -68,9 +68,23 @@ def _target(src: Path, out: str | None, n_inputs: int, suffix: str) -> Path:
     return o / (_stem(src) + suffix)
 
 
-def _check_free(path: Path, overwrite: bool) -> None:
+def _check_free(path: Path, overwrite: bool, src: Path | None = None) -> None:
+    if src is not None and path.resolve() == src.resolve():
+        raise _Skip(f"{path} is the input itself; pass -o to write elsewhere")
     if path.exists() and not overwrite:
         raise _Skip(f"{path} exists; pass --overwrite to replace it, or -o to write elsewhere")
+
+
+def _write(path: Path, save: Any, *args: Any) -> None:
+    """``save(path, *args)``, with a failed write (no such folder, read-only, /proc, disk full) reported
+    as this input's error rather than a traceback; the writers are atomic, so nothing is left behind."""
+    from safetensors import SafetensorError
+
+    try:
+        save(path, *args)
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise _Skip(f"cannot write {path} ({first}); pass -o with a writable folder") from exc
 
 
 class _CodecCache:
@@ -90,7 +104,15 @@ class _CodecCache:
             if self.threads:
                 torch.set_num_threads(self.threads)
             path = _resolve_checkpoint(name)
-            self._loaded[name] = (load_codec(path), sha256_file(path), path)
+            try:
+                codec = load_codec(path)
+            except Exception as exc:  # a wav, a torn download, a training checkpoint: not a codec file
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ValueError(
+                    f"cannot load {path} as a codec ({first}); pass --checkpoint with a codec"
+                    f" .safetensors file (e.g. {DEFAULT_CODEC}) or 'mimi-kyutai'"
+                ) from exc
+            self._loaded[name] = (codec, sha256_file(path), path)
         return self._loaded[name]
 
 
@@ -189,23 +211,23 @@ def _run(args: argparse.Namespace) -> int:
                 continue
             if args.action == "encode":
                 dst = _target(src, args.out, len(inputs), CODES_SUFFIX)
-                _check_free(dst, args.overwrite)
+                _check_free(dst, args.overwrite, src)
                 codes, row = _encode_one(src, args, cache)
-                save_codes(dst, codes)
+                _write(dst, save_codes, codes)
                 row.update(out=str(dst), kbps=codes.bitrate * codes.codes.shape[0] / 1000)
             elif args.action == "decode":
                 dst = _target(src, args.out, len(inputs), ".decoded.wav")
-                _check_free(dst, args.overwrite)
+                _check_free(dst, args.overwrite, src)
                 codes = load_codes(src)
                 audio, sr, row = _decode_one(codes, args, cache)
-                save_audio(dst, audio, sr)
+                _write(dst, save_audio, audio, sr)
                 row.update(file=str(src), seconds=codes.seconds, out=str(dst))
             else:  # roundtrip
                 dst = _target(src, args.out, len(inputs), ".recon.wav")
-                _check_free(dst, args.overwrite)
+                _check_free(dst, args.overwrite, src)
                 codes, row = _encode_one(src, args, cache)
                 audio, sr, decoded = _decode_one(codes, args, cache)
-                save_audio(dst, audio, sr)
+                _write(dst, save_audio, audio, sr)
                 row.update(decoded, out=str(dst), kbps=codes.bitrate * codes.codes.shape[0] / 1000)
             rows.append(row)
             print(f"wrote {row['out']}", file=sys.stderr)

@@ -51,17 +51,7 @@ def watermark_main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.action == "embed":
-        try:
-            audio = load_audio(args.input, sample_rate=None)
-        except AudioError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        import soundfile as sf
-
-        sr = sf.info(args.input).samplerate
-        save_audio(args.output, wm.embed(audio[0], sr), sr)
-        print(f"wrote {args.output} (watermarked)")
-        return 0
+        return _embed(wm, args.input, args.output)
     unreadable = 0
     print(f"{'file':<48} {'watermark':>9} {'confidence':>10}")
     import soundfile as sf
@@ -80,6 +70,35 @@ def watermark_main(argv: list[str] | None = None) -> int:
             name = path if len(found) == 1 else f"{path} [ch{c}]"
             print(f"{name:<48} {'yes' if det.present else 'no':>9} {det.confidence:10.3f}")
     return 2 if unreadable else 0
+
+
+def _embed(wm: object, src: str, dst: str) -> int:
+    """Write a watermarked copy of ``src`` to ``dst``; bad input (unreadable, too short, ``dst`` being
+    ``src``, an unwritable ``dst``) is one error line and exit code 2, and never touches ``src``."""
+    from pathlib import Path
+
+    import soundfile as sf
+
+    if Path(dst).resolve() == Path(src).resolve():
+        print(
+            f"error: the output {dst} is the input; name another file for the watermarked copy",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        audio = load_audio(src, sample_rate=None)
+        sr = sf.info(src).samplerate
+        marked = wm.embed(audio[0], sr)  # type: ignore[attr-defined]
+    except (AudioError, ValueError, RuntimeError) as exc:
+        print(f"error: cannot watermark {src}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        save_audio(dst, marked, sr)
+    except (AudioError, OSError, RuntimeError) as exc:
+        print(f"error: cannot write {dst} ({exc}); name a writable .wav/.flac/.ogg path", file=sys.stderr)
+        return 2
+    print(f"wrote {dst} (watermarked)")
+    return 0
 
 
 def voices_main(argv: list[str] | None = None) -> int:

@@ -37,12 +37,43 @@ class ConsentRecord:
     source: str  # the file that was registered (informational; the hash is what counts)
 
     def validate(self) -> None:
+        for field in ("name", "who", "when", "statement", "sha256", "source"):
+            if not isinstance(getattr(self, field), str):
+                raise ValueError(f"'{field}' must be a string, got {type(getattr(self, field)).__name__}")
         for field in ("name", "who", "when", "statement", "sha256"):
-            if not str(getattr(self, field)).strip():
+            if not getattr(self, field).strip():
                 raise ValueError(f"'{field}' is empty")
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
             raise ValueError(f"sha256 '{self.sha256}' is not 64 lowercase hex digits")
         dt.datetime.fromisoformat(self.when)
+
+
+def check_voice_file(path: Path) -> None:
+    """Refuse to record consent for a file that holds no voice: a 0-byte file, a text file, a pack that
+    is not a numeric array. A voice is reference audio (any format :func:`load_audio` reads, with samples)
+    or a voice pack (``.npy``, e.g. Kokoro's ``[510, 1, 256]``)."""
+    import numpy as np
+
+    from e2e_voice.audio.io import AudioError, load_audio
+
+    what = "reference audio (.wav/.flac/.ogg) or a voice pack (.npy)"
+    if path.stat().st_size == 0:
+        raise ConsentError(f"voice file {path} is empty (0 bytes); register {what}")
+    if path.suffix.lower() == ".npy":
+        try:
+            pack = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConsentError(f"voice file {path} is not a readable .npy voice pack ({exc})") from exc
+        if pack.dtype.kind != "f" or pack.ndim not in (2, 3) or pack.size == 0:
+            raise ConsentError(
+                f"voice file {path} holds a {pack.dtype} array of shape {pack.shape}, not a voice pack"
+                " (floats, e.g. [510, 1, 256])"
+            )
+        return
+    try:
+        load_audio(path, sample_rate=None)
+    except AudioError as exc:
+        raise ConsentError(f"voice file {path} is not {what}: {exc}") from exc
 
 
 def consent_path() -> Path:
@@ -61,12 +92,18 @@ class ConsentRegistry:
     def _load(self) -> None:
         try:
             data = json.loads(self.path.read_text("utf-8"))
+        except RecursionError as exc:  # nested deeper than the parser's stack
+            raise ConsentError(
+                f"consent file {self.path} is nested too deeply to be one; fix or remove it"
+            ) from exc
         except (OSError, ValueError) as exc:
             raise ConsentError(f"consent file {self.path} is unreadable ({exc}); fix or remove it") from exc
         if not isinstance(data, dict) or not isinstance(data.get("voices"), list):
             raise ConsentError(f"consent file {self.path} must hold {{'voices': [...]}}")
         for i, raw in enumerate(data["voices"]):
             try:
+                if not isinstance(raw, dict):
+                    raise TypeError(f"expected an object with the record's fields, got {type(raw).__name__}")
                 record = ConsentRecord(**raw)
                 record.validate()
             except (TypeError, ValueError) as exc:
@@ -84,6 +121,7 @@ class ConsentRegistry:
         p = Path(voice_file)
         if not p.is_file():
             raise ConsentError(f"voice file {p} does not exist")
+        check_voice_file(p)
         record = ConsentRecord(
             name=name,
             who=who,

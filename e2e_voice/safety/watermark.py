@@ -187,6 +187,11 @@ class PerthWatermarker:
         if x.size == 0:
             return x.copy()
         y = resample(x, sample_rate, PERTH_RATE)
+        if y.size <= N_FFT // 2:  # the STFT's reflect padding needs more than half a window
+            raise ValueError(
+                f"need more than {N_FFT // 2 / PERTH_RATE * 1000:.0f} ms of audio to embed a watermark,"
+                f" got {x.size} sample(s) at {sample_rate} Hz"
+            )
         mag, phase = _to_mag_phase(torch.from_numpy(y), self.window)
         marked = self.encoder(mag[None])[0]
         out = _to_signal(marked, phase, self.window, len(y)).numpy()

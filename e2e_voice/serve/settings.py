@@ -85,6 +85,9 @@ class ServeSettings:
     static_dir: str | None = str(STATIC_DIR)
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_conversations, bool) or not isinstance(self.max_conversations, int):
+            n = self.max_conversations
+            raise ValueError(f"serve.max_conversations must be a whole number, got {n!r}")
         if self.max_conversations < 1:
             raise ValueError(f"serve.max_conversations must be >= 1, got {self.max_conversations}")
         if self.max_message_bytes < 1024:
