@@ -776,6 +776,9 @@ def _bank_job(settings: SynthSettings, group: tuple[str, ...]) -> dict[str, floa
 def _init_worker(threads: int) -> None:
     import torch
 
+    from e2e_voice.procs import die_with_parent
+
+    die_with_parent()  # a kill -9 of synth-data must not leave workers writing into out_dir
     torch.set_num_threads(threads)
     engines.set_threads(threads)
 
