@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -293,10 +294,16 @@ def run_task(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         save_audio(task_dir / f"q{i + 1}_user.wav", user)
     timings: dict[str, float] = {"synthesize_questions": time.perf_counter() - t_start}
     answers: dict[str, list[TaskAnswer]] = {}
-    for name in tc.systems:  # one at a time: each is freed before the next is built
-        t = time.perf_counter()
-        answers[str(name)] = ask_system(str(name), questions, audios, cfg)
-        timings[f"system {name}"] = time.perf_counter() - t
+    cascade_log = logging.getLogger("cascade_baseline")
+    level = cascade_log.level
+    cascade_log.setLevel(logging.WARNING)  # its per-turn INFO lines would bury the table
+    try:
+        for name in tc.systems:  # one at a time: each is freed before the next is built
+            t = time.perf_counter()
+            answers[str(name)] = ask_system(str(name), questions, audios, cfg)
+            timings[f"system {name}"] = time.perf_counter() - t
+    finally:
+        cascade_log.setLevel(level)
     t = time.perf_counter()
     judge_answers(answers, questions, str(tc.judge))
     timings["judge"] = time.perf_counter() - t
