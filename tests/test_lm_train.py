@@ -186,9 +186,57 @@ def test_two_process_data_parallel(tmp_path, streams_file):
     [
         pytest.param("lm_tiny_cpu", "tiny", 400, id="tiny-cpu"),
         pytest.param("lm_smol_gpu", "smol", 20000, id="smol-gpu"),
+        pytest.param("lm_task_cpu", "tiny", 5000, id="task-cpu"),
+        pytest.param("lm_task_gpu", "tiny", 20000, id="task-gpu"),
     ],
 )
 def test_recipes_compose(experiment, lm_name, steps):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train_lm", overrides=[f"+experiment={experiment}", "run_name=x"])
     assert cfg.lm.name == lm_name and cfg.train.steps == steps and cfg.lm.n_q == cfg.codec.num_codebooks == 8
+
+
+@pytest.mark.slow
+def test_best_checkpoint_is_kept_and_survives_resume(tmp_path, streams_file):
+    """best.pt holds the weights of the lowest validation loss so far (by lm_train.best_metric), its step
+    and value; a resumed run knows the best before it; the engine's loader reads it like a checkpoint."""
+    common = (
+        "train.steps=8",
+        "train.save_every=2",
+        "lm_train.val_every=2",
+        "lm_train.best_metric=val/loss/text",
+    )
+    train(make_cfg(tmp_path / "run", streams_file, *common, "lm_train.stop_after=4"))
+    first = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [(r["step"], r["val/loss/text"]) for r in rows if "val/loss/text" in r]
+    step, value = min(vals, key=lambda sv: sv[1])
+    assert first["best"] == {"metric": "val/loss/text", "value": value, "step": step} == first["best"]
+    assert first["step"] == step and {"model", "config", "tokenizer"} <= set(first)
+    train(make_cfg(tmp_path / "run", streams_file, *common))  # resumes from step 4
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [(r["step"], r["val/loss/text"]) for r in rows if "val/loss/text" in r]
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=False)["best"]
+    assert best["value"] == min(v for _, v in vals) and best["step"] == min(vals, key=lambda sv: sv[1])[0]
+    with pytest.raises(ValueError, match="best_metric"):
+        train(make_cfg(tmp_path / "bad", streams_file, "train.steps=2", "lm_train.best_metric=val/wer"))
+
+
+@pytest.mark.slow
+def test_hidden_user_levels_are_not_heard(tmp_path, streams_file):
+    """With lm.user_levels=1 the trainer feeds the user's second codebook as "no input": its values make
+    no difference to what the model learns (two corpora differing only there train to the same weights)."""
+    streams, meta = load_streams(streams_file)
+    g = torch.Generator().manual_seed(1)
+    other = [torch.cat([s[:4], torch.randint(0, 32, (1, s.shape[1]), generator=g)]) for s in streams]
+    other_file = save_streams(tmp_path / "other.pt", other, meta)
+    args = ("train.steps=3", "train.save_every=100", "lm.user_levels=1")
+    train(make_cfg(tmp_path / "a", streams_file, *args))
+    train(make_cfg(tmp_path / "b", other_file, *args))
+    a = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)["model"]
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=0, atol=0, msg=key)
+    train(make_cfg(tmp_path / "c", other_file, "train.steps=3", "train.save_every=100"))  # all levels heard
+    c = torch.load(tmp_path / "c" / CHECKPOINT, weights_only=False)["model"]
+    assert any(not torch.equal(c[k], v) for k, v in a.items())

@@ -35,6 +35,7 @@ from e2e_voice.constants import CONFIG_DIR
 from e2e_voice.lm.builders import BuiltLM, build_from_config
 from e2e_voice.lm.loss import LMLoss, LossWeights, lm_loss
 from e2e_voice.lm.model import count_parameters, eager_on_cpu
+from e2e_voice.lm.streams import hide_user_levels
 from train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -186,6 +187,23 @@ def prepare_data(cfg: DictConfig, lm_cfg: dict[str, Any]) -> tuple[list[torch.Te
     return streams, meta
 
 
+BEST = "best.pt"
+"""The weights of the best validation (``lm_train.best_metric``), beside ``checkpoint.pt``; the engine and
+``e2e-voice export lm`` take its path like a checkpoint's."""
+VAL_METRICS = ("val/loss", "val/loss/text", "val/loss/semantic", "val/loss/acoustic")
+
+
+def _best_metric(name: Any) -> str | None:
+    """``lm_train.best_metric``: a validation loss to keep the best checkpoint by, or null for none."""
+    if name is None:
+        return None
+    if name not in VAL_METRICS:
+        raise ValueError(
+            f"lm_train.best_metric must be one of {', '.join(VAL_METRICS)} or null, got {name!r}"
+        )
+    return str(name)
+
+
 def evaluate(
     model: torch.nn.Module, val: list[torch.Tensor], weights: LossWeights, built: BuiltLM, device
 ) -> dict:
@@ -258,7 +276,12 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         n_val = max(1, int(len(streams) * float(cfg.lm_data.val_fraction))) if len(streams) > 1 else 0
     train_streams, val_streams = streams[n_val:], streams[:n_val]
     seq_len = int(cfg.lm_data.seq_len)
-    val = validation_batches(val_streams or train_streams[:1], int(tcfg.batch_size), seq_len)
+    # A model with lm.user_levels < n_q never hears the user's other codebooks (hide_user_levels).
+    val = [
+        hide_user_levels(b, built.n_q, built.user_levels)
+        for b in validation_batches(val_streams or train_streams[:1], int(tcfg.batch_size), seq_len)
+    ]
+    best_metric = _best_metric(lcfg.get("best_metric"))
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -285,6 +308,7 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         world=accelerator.num_processes,
     )
     step = 0 if resume is None else _restore(resume, ckpt, model, optimizer, scheduler, sampler, accelerator)
+    best: dict[str, Any] | None = ckpt.get("best")  # the best validation so far, carried across resumes
     ckpt.clear()  # the loaded copy of the weights and optimizer state is not needed any more
     if accelerator.is_main_process:
         remove_stale_tmp(out_dir / CHECKPOINT)
@@ -347,6 +371,28 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
                 "config": OmegaConf.to_container(cfg, resolve=True),
                 "lm_kwargs": {"delays": built.delays, "n_q": built.n_q},
                 "tokenizer": run_tokenizer.name if run_tokenizer is not None else None,
+                "best": best,
+            },
+        )
+
+    def keep_best(metrics: dict[str, float]) -> None:
+        """Save the weights as best.pt when ``best_metric`` beats every validation before it."""
+        nonlocal best
+        if best_metric is None or not accelerator.is_main_process:
+            return
+        value = float(metrics[best_metric])
+        if best is not None and value >= float(best["value"]):
+            return
+        best = {"metric": best_metric, "value": value, "step": step}
+        save_checkpoint(
+            out_dir / BEST,
+            {
+                "model": _trainable_state(accelerator.unwrap_model(model)),
+                "step": step,
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "lm_kwargs": {"delays": built.delays, "n_q": built.n_q},
+                "tokenizer": run_tokenizer.name if run_tokenizer is not None else None,
+                "best": best,
             },
         )
 
@@ -363,7 +409,7 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         log.info("%s is already at step %d of %d: nothing to train", resume, step, total)
     while step < min(total, stop_after):
         for _ in range(int(tcfg.grad_accum)):
-            codes = next(data).to(accelerator.device)
+            codes = hide_user_levels(next(data), built.n_q, built.user_levels).to(accelerator.device)
             with accelerator.accumulate(model), accelerator.autocast():
                 loss: LMLoss = lm_loss(model(codes), codes, weights, built.specials)
                 accelerator.backward(loss.total)
@@ -385,13 +431,16 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
             bar.set_postfix(loss=f"{last['train/loss']:.3f}")
             log_metrics(last)
         if int(lcfg.val_every) and step % int(lcfg.val_every) == 0 and step < total:
-            log_metrics(evaluate(model, val, weights, built, accelerator.device))
+            metrics = evaluate(model, val, weights, built, accelerator.device)
+            log_metrics(metrics)
+            keep_best(metrics)
         if step % int(tcfg.save_every) == 0 or step in (total, stop_after):
             checkpoint()
     bar.close()
     final = {**last, **evaluate(model, val, weights, built, accelerator.device)}
     if step > start_step:  # a rerun of a finished run logs nothing twice
         log_metrics(final)
+        keep_best(final)
     if run is not None:
         run.finish()
     accelerator.wait_for_everyone()
