@@ -236,3 +236,18 @@ def test_batched_encoding_matches_one_clip_at_a_time() -> None:
         alone = encode_audio(codec, clip, 8)
         assert codes.shape == alone.shape
         assert (codes == alone).float().mean() >= 0.98  # near-ties may flip with the batch's rounding
+
+
+def test_codec_ceiling_bench_samples_every_category() -> None:
+    """benchmarks/bench_task_ceiling.py measures the codec's ceiling on a fixed spread of the bank."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_task_ceiling", "benchmarks/bench_task_ceiling.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    items = bench.sample_items(80)
+    assert len(items) == 80 and items == bench.sample_items(80)
+    assert {i.category for i in items} == set(task.CATEGORIES) - {"small_talk"} or len(
+        {i.category for i in items}
+    ) >= 4
