@@ -116,3 +116,16 @@ def test_task_part_runs_real_systems(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     table = (tmp_path / "task" / "task.md").read_text()
     assert question["question"] in table and "| e2e |" in table and "| cascade |" in table
     assert json.loads((tmp_path / "task" / "task.json").read_text())["seconds"]["total"] > 0
+
+
+def test_ask_system_build_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import e2e_voice.demo_task as demo_task
+
+    def fail(name: str, seed: int) -> None:
+        raise FileNotFoundError("checkpoints/lm_task missing")
+
+    monkeypatch.setattr(demo_task, "_build", fail)
+    qs = draw_questions(2)
+    answers = demo_task.ask_system("e2e", qs, [(np.zeros(1920, np.float32), 0.0)] * 2, _compose([]))
+    assert [a.error for a in answers] == ["build failed: FileNotFoundError: checkpoints/lm_task missing"] * 2
+    assert all(a.audio is None and a.latency is None for a in answers)  # nothing borrowed from elsewhere
