@@ -21,40 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from e2e_voice.codec.codec import build_codec
-from e2e_voice.codec.mimi import randomize_codebooks
 from e2e_voice.constants import FRAME_SIZE
-from e2e_voice.engine import FRAME_SECONDS, DuplexEngine
+from e2e_voice.engine import DuplexEngine
+from e2e_voice.engine_shapes import engine_parts
 from e2e_voice.lm.generate import Sampling
-from e2e_voice.lm.model import build_lm, lm_kwargs
-from e2e_voice.lm.streams import mode_delays
-from e2e_voice.lm.tokenizer import SPM_SPECIALS
+from e2e_voice.perf import max_sustained, tick_row, time_ticks
 from eval.machine import context_line, machine_context
 
-CODECS = {
-    "tiny": dict(
-        num_codebooks=4,
-        n_filters=16,
-        transformer_layers=1,
-        quantizer_levels=4,
-        codebook_size=256,
-        dimension=128,
-        transformer_ff=512,
-        quantizer_dimension=64,
-    ),
-    "small": dict(
-        num_codebooks=8, n_filters=32, transformer_layers=2, quantizer_levels=8, codebook_size=1024
-    ),
-}
-
-
+# The bench's codec names -> the engine shapes of e2e_voice.engine_shapes (the tiny LM over each codec).
+SHAPES = {"tiny": "tiny-tinycodec", "small": "tiny"}
 COMMITTED_LM = "checkpoints/lm_tiny"
 
 
@@ -64,27 +45,7 @@ def build(codec_name: str, batch: int) -> DuplexEngine:
         from e2e_voice.engine import load_engine
 
         return load_engine(COMMITTED_LM, max_conversations=batch)
-    codec = build_codec(**CODECS[codec_name])  # type: ignore[arg-type]
-    randomize_codebooks(codec.model)
-    n_q = codec.num_codebooks
-    kwargs = lm_kwargs(
-        n_q=n_q,
-        delays=mode_delays("dialogue", n_q),
-        specials=SPM_SPECIALS,
-        card=codec.cardinality,
-        text_card=2000,
-        dim=256,
-        num_layers=4,
-        num_heads=4,
-        ff_hidden=672,
-        depformer_dim=128,
-        depformer_num_layers=2,
-        depformer_num_heads=4,
-        depformer_ff_hidden=336,
-        depformer_weights_per_step=True,
-        context=375,
-    )
-    lm = build_lm(kwargs, "cpu", torch.float32)
+    codec, lm = engine_parts(SHAPES[codec_name])
     return DuplexEngine(codec, lm, max_conversations=batch, sampling=Sampling())
 
 
@@ -93,24 +54,14 @@ def measure(codec_name: str, batch: int, ticks: int) -> dict[str, float]:
     slots = [engine.open() for _ in range(batch)]
     rng = np.random.default_rng(0)
     speech = _speech() if codec_name == "committed" else None
-    times = []
-    for t in range(ticks + 3):
+
+    def frames(t: int) -> dict[int, np.ndarray]:
         if speech is not None:  # a trained model: real speech, each conversation at another offset
             n = len(speech) // FRAME_SIZE
-            frames = {s.index: speech[((t + 7 * s.index) % n) * FRAME_SIZE :][:FRAME_SIZE] for s in slots}
-        else:
-            frames = {s.index: rng.normal(0, 0.1, FRAME_SIZE).astype(np.float32) for s in slots}
-        t0 = time.perf_counter()
-        engine.tick(frames)
-        if t >= 3:  # the first ticks warm up allocations
-            times.append(time.perf_counter() - t0)
-    p50, p90 = np.percentile(times, [50, 90])
-    return {
-        "batch": batch,
-        "tick_ms_p50": 1000 * p50,
-        "tick_ms_p90": 1000 * p90,
-        "sustained": bool(p50 <= FRAME_SECONDS and p90 <= 0.1),
-    }
+            return {s.index: speech[((t + 7 * s.index) % n) * FRAME_SIZE :][:FRAME_SIZE] for s in slots}
+        return {s.index: rng.normal(0, 0.1, FRAME_SIZE).astype(np.float32) for s in slots}
+
+    return {"batch": batch, **tick_row(time_ticks(engine.tick, frames, ticks))}
 
 
 def _speech() -> np.ndarray:
@@ -134,10 +85,7 @@ def main() -> None:
     for codec_name in args.codecs:
         for b in tqdm(args.batches, desc=f"engine ({codec_name} codec)"):
             rows.append({"codec": codec_name, **measure(codec_name, b, args.ticks)})
-    best = {
-        c: max([r["batch"] for r in rows if r["codec"] == c and r["sustained"]], default=0)
-        for c in args.codecs
-    }
+    best = {c: max_sustained([r for r in rows if r["codec"] == c]) for c in args.codecs}
     result = {
         "machine": machine,
         "rows": rows,
