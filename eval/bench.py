@@ -90,6 +90,7 @@ class ConversationScore:
     prosody: dict[str, Any] | None = None
     stages: dict[str, list[float]] = field(default_factory=dict)
     task: list[ExchangeScore] = field(default_factory=list)  # the task's exchanges (eval/task_accuracy.py)
+    errors: list[str] = field(default_factory=list)  # failed turns (e.g. a remote server that dropped)
 
 
 def _next_user_start(entry: DialogueEntry, after: float) -> float:
@@ -170,6 +171,8 @@ def summarize(scores: list[ConversationScore], skipped: int = 0) -> dict[str, An
             stages.setdefault(k, []).extend(v)
     return {
         "conversations": len(scores),
+        "failed_conversations": sum(bool(s.errors) for s in scores),
+        "failures": [f"{s.id}: {e}" for s in scores for e in s.errors],
         "latency_p50_s": p50,
         "latency_p90_s": p90,
         "responses": len(lat),
@@ -219,6 +222,12 @@ def check_system(name: str, overrides: list[str]) -> None:
     system = system_config(name, overrides)
     if system.get("_target_") == "e2e_voice.engine.open_slot":
         check_checkpoints(system.get("lm_checkpoint"), system.get("codec_checkpoint"))
+    if system.get("_target_") == "e2e_voice.serve.remote.RemoteSystem":
+        remote = instantiate(system)  # a wrong url or token fails now: one conversation opened and closed
+        try:
+            remote.reset()
+        finally:
+            remote.close()
 
 
 def resolve_manifest(cfg: DictConfig) -> Path:
@@ -303,6 +312,7 @@ class SystemOutput:
     run_seconds: float
     stages: dict[str, Any]
     text_events: list[ConversationEvent] = field(default_factory=list)  # timed `assistant_text` events
+    errors: list[str] = field(default_factory=list)  # the system's failed turns, reported per conversation
 
 
 def run_system(
@@ -335,8 +345,15 @@ def run_system(
             texts = [e for e in result.events if e.kind == "assistant_text"]
             # The e2e engine's pieces carry their own spaces (" Par", "is"): joined, not spaced apart.
             intended = join_text([e.text for e in texts])
+            # A failed turn (a remote server that dropped the call) is reported for this conversation; the
+            # system's next reset() starts the next one afresh.
+            errors = [str(t.get("error") or "failed turn") for t in result.metrics if t.get("failed")]
+            for error in errors:
+                log.warning("%s, conversation %s: %s", name, entry.id, error)
             outputs.append(
-                SystemOutput(entry, result.audio[0], intended, run_seconds, _stages(result.metrics), texts)
+                SystemOutput(
+                    entry, result.audio[0], intended, run_seconds, _stages(result.metrics), texts, errors
+                )
             )
     finally:
         system.close()
@@ -350,6 +367,7 @@ def judge_outputs(outputs: list[SystemOutput], judge: WhisperSTT) -> list[Conver
     for out in outputs:
         heard = judge.transcribe(out.assistant, SAMPLE_RATE) if np.abs(out.assistant).max() > 1e-4 else ""
         score = score_conversation(out.entry, out.assistant, out.intended, heard, out.run_seconds, out.stages)
+        score.errors = list(out.errors)
         score.task = score_exchanges(
             out.entry,
             out.text_events,
@@ -386,6 +404,7 @@ ROWS = [
     ("WER (own speech)", "wer", True),
     ("missed words (own speech; insertions not counted)", "missed_words", True),
     ("real-time factor", "real_time_factor", False),
+    ("conversations with a failed turn", "failed_conversations", False),
 ]
 
 
@@ -460,7 +479,7 @@ def report(
                 for s in summary.values()
             ]
         else:
-            vals = [_fmt(s[key], pct) for s in summary.values()]
+            vals = [_fmt(s.get(key), pct) for s in summary.values()]
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
     for k in next(iter(summary.values()))["prosody"]:
         lines.append(
@@ -473,6 +492,9 @@ def report(
             + " | ".join(_fmt(s["stages_p50_s"].get(k)) for s in summary.values())
             + " |"
         )
+    failures = [f"- {name}, {f}" for name, s in summary.items() for f in s.get("failures", [])]
+    if failures:
+        lines += ["", "## Failed turns", "", *failures]
     lines += task_report(summary)
     if codec:
         lines += codec_report(codec)
