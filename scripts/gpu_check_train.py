@@ -4,8 +4,9 @@ and MFU from the metrics they log.
 Neither recipe's corpus travels to a bare GPU machine (the task corpus is 20 h of audio), and speed does not
 depend on what the data says, so each step makes its own:
 
-- train-lm reads a streams file of uniformly random tokens (with the committed tiny tokenizer) (text ids below ``lm.text_card``, audio codes
-  below ``lm.card``), 2000 frames (160 s) per conversation, written with ``train.lm_data.save_streams``;
+- train-lm reads a streams file of uniformly random tokens (text ids below ``lm.text_card``, audio codes
+  below ``lm.card``), 2000 frames (160 s) per conversation, written with ``train.lm_data.save_streams``,
+  and the committed tiny tokenizer (checkpoints/lm_tiny/tokenizer.model, 1000 pieces);
 - train-codec reads a generated corpus of synthetic voiced audio (harmonic stacks on a gliding pitch,
   syllable-rate envelopes, a little noise), 24 kHz WAV files.
 
