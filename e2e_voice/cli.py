@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import takewhile
 
+from e2e_voice.cli_help import header
+
 # name -> (module with a main(), one-line help). Hydra apps parse their own overrides.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("e2e_voice.assets.cli", "install, list and verify the offline model bundle"),
@@ -43,9 +45,50 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Subcommands the design calls for that have not landed yet, with the issue that brings each.
 PLANNED: dict[str, tuple[int, str]] = {}
 
+# Commands configured by Hydra overrides (key=value): their config, and the --flags they do take. Any
+# other --flag gets the override to use instead of Hydra's page of usage.
+HYDRA_CONFIGS: dict[str, tuple[str, frozenset[str]]] = {
+    "demo": ("demo", frozenset()),
+    "serve": ("serve", frozenset()),
+    "train-lm": ("train_lm", frozenset()),
+    "train-codec": ("train_codec", frozenset()),
+    "synth-data": ("synth_data", frozenset()),
+    "bench": ("bench", frozenset()),
+    "converse": ("converse", frozenset({"--input", "--output"})),
+}
+# Hydra's own flags (with or without a value), left to Hydra.
+HYDRA_FLAGS = frozenset(
+    [
+        "-h",
+        "--help",
+        "--hydra-help",
+        "--version",
+        "-c",
+        "--cfg",
+        "--resolve",
+        "-p",
+        "--package",
+        "--run",
+        "-m",
+        "--multirun",
+        "-sc",
+        "--shell-completion",
+        "-cp",
+        "--config-path",
+        "-cn",
+        "--config-name",
+        "-cd",
+        "--config-dir",
+        "--experimental-rerun",
+        "-i",
+        "--info",
+    ]
+)
+
 
 def _usage() -> str:
-    lines = ["usage: e2e-voice COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: e2e-voice COMMAND [ARGS...]   (e2e-voice COMMAND --help: what it does, examples)"]
+    lines += ["       e2e-voice --version", "", "commands:"]
     lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
     if PLANNED:
         lines += ["", "planned (not available yet):"]
@@ -56,6 +99,11 @@ def _usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["--version"], ["-V"], ["version"]):  # argparse reads a leading --flag as no command
+        from e2e_voice import __version__
+
+        print(f"e2e-voice {__version__}")
+        return 0
     parser = argparse.ArgumentParser(prog="e2e-voice", add_help=False)
     parser.add_argument("command", nargs="?")
     ns, rest = parser.parse_known_args(args[:1])
@@ -73,11 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command not in COMMANDS:
         print(f"e2e-voice: unknown command '{ns.command}'\n\n{_usage()}", file=sys.stderr)
         return 2
+    if rest[:1] and rest[0] in ("-h", "--help"):
+        print(header(ns.command))  # then the command's own help: its options, or Hydra's config groups
+    else:
+        flag_error = unknown_flag(ns.command, rest)
+        if flag_error:
+            print(flag_error, file=sys.stderr)
+            return 2
     target = COMMANDS[ns.command][0]
     module_name, _, func = target.partition(":")
     entry: Callable[[list[str]], int | None] = getattr(importlib.import_module(module_name), func or "main")
     # Hydra reads sys.argv; present the subcommand as the program name.
     sys.argv = [f"e2e-voice {ns.command}", *rest]
+    if rest[:1] and rest[0] in ("-h", "--help"):
+        try:
+            return int(entry(rest) or 0)
+        except SystemExit as done:  # argparse's help exits
+            return int(done.code or 0)
     if os.environ.get("HYDRA_FULL_ERROR"):  # the user asked for tracebacks
         return int(entry(rest) or 0)
     try:
@@ -90,6 +150,67 @@ def main(argv: list[str] | None = None) -> int:
         print(report, file=sys.stderr)
         return 2
     return int(code or 0)
+
+
+def unknown_flag(command: str, args: list[str]) -> str | None:
+    """For a Hydra-configured command, an error naming the override that replaces an unknown ``--flag``
+    (``--port 8990`` -> ``serve.port=8990``); None when every flag is one the command takes.
+
+    Hydra would print a page of its own usage and ``unrecognized arguments``, which says nothing about
+    the key the user wanted.
+    """
+    if command not in HYDRA_CONFIGS:
+        return None
+    config, own = HYDRA_CONFIGS[command]
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if not name.startswith("--") or name in own or name in HYDRA_FLAGS:
+            continue
+        if not eq and i + 1 < len(args) and not args[i + 1].startswith("-") and "=" not in args[i + 1]:
+            value = args[i + 1]
+        key = name[2:].replace("-", "_")
+        keys = _config_keys(config, key)
+        shown = value or "true"
+        if keys:
+            hint = "use " + " or ".join(f"{k}={shown}" for k in keys[:3])
+        else:
+            hint = f"settings are key=value overrides (no key named '{key}' in configs/{config}.yaml)"
+        return (
+            f"e2e-voice {command}: error: unknown option {arg}\nhint: {hint};"
+            f" `e2e-voice {command} --help` lists the keys"
+        )
+    return None
+
+
+def _config_keys(config: str, leaf: str) -> list[str]:
+    """The dotted keys of a composed config whose last part is ``leaf`` (shallowest first)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import DictConfig, ListConfig
+
+    from e2e_voice.constants import CONFIG_DIR
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            cfg = compose(config)
+        else:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = compose(config)
+    except Exception:  # a config that does not compose alone: fall back to the general hint
+        return []
+    found: list[str] = []
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for k in list(node):
+            path = f"{prefix}{k}"
+            if str(k) == leaf:
+                found.append(path)
+            child = node._get_node(k)
+            if isinstance(child, DictConfig) and not isinstance(child, ListConfig):
+                walk(child, f"{path}.")
+
+    walk(cfg, "")
+    return sorted(found, key=lambda k: k.count("."))
 
 
 @contextmanager

@@ -43,7 +43,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None
 def test_serve_loopback_watermarked(tmp_path) -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "e2e_voice.cli", "serve", f"serve.port={port}", f"hydra.run.dir={tmp_path}"],
+        [
+            sys.executable,
+            "-m",
+            "e2e_voice.cli",
+            "serve",
+            "system=loopback",
+            f"serve.port={port}",
+            f"hydra.run.dir={tmp_path}",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,7 +1,7 @@
 """``e2e-voice serve``: the full-duplex websocket server with its browser page (a Hydra app).
 
-e2e-voice serve                       # the loopback system (echo), to check your audio path
-e2e-voice serve system=cascade        # any system config under configs/system/
+e2e-voice serve                       # the cascade (STT -> LLM -> TTS), a system that converses
+e2e-voice serve system=loopback       # an echo, to check your audio path; any config under configs/system/
 e2e-voice serve serve.port=9000 'serve.tokens=[secret]'
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -68,10 +69,19 @@ def system_factory(
 def _hydra_main(cfg: DictConfig) -> None:
     settings = ServeSettings(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
     wm = cfg.watermark
+    print(served_line(cfg), flush=True)  # before the (possibly slow) build, so the wait has a name
     factory = system_factory(
         cfg.system, wm.enabled, wm.model_path, str(wm.get("backend", "perth")), backend_options(wm)
     )
     run_server(factory, settings)
+
+
+def served_line(cfg: DictConfig) -> str:
+    """Which system this server serves, and how to pick another: the default is a choice the user did not
+    make, and an echo or a cascade sound alike to a microphone check."""
+    choice = HydraConfig.get().runtime.choices.get("system") if HydraConfig.initialized() else None
+    target = cfg.system.get("_target_", "?")
+    return f"e2e-voice serve: system={choice or '?'} ({target}); another: system=NAME from configs/system/"
 
 
 def main(argv: list[str] | None = None) -> int:
