@@ -54,7 +54,7 @@ def measure_batch(codec: Any, lm: Any, batch: int, ticks: int, graphs: bool) -> 
 
 
 def engine(step: Step, shape: str) -> None:
-    """Every batch size up to 64 (2 in a dry run), graphs on then off, until the time box runs short."""
+    """Every batch size up to 64 (2 in a dry run), graphs on and off, until the time box runs short."""
     import torch
 
     from e2e_voice.engine_shapes import engine_parts
@@ -76,12 +76,13 @@ def engine(step: Step, shape: str) -> None:
         **step.device(),
     )
     rows: list[dict[str, Any]] = []
-    for graphs in (True, False):
-        for batch in batches:
+    full = False  # once a batch does not fit, larger ones are not tried
+    for batch in batches:  # both modes at each size, so a short time box still compares them
+        for graphs in (True, False):
             # On a CPU moshi's graph wrappers run eagerly: both modes then time the same code.
             row: dict[str, Any] = {"graphs": graphs, "batch": batch}
             need = kv_cache_bytes(lm, batch)
-            if on_gpu and need > 0.9 * torch.cuda.mem_get_info()[0]:
+            if full or (on_gpu and need > 0.9 * torch.cuda.mem_get_info()[0]):
                 row["skipped"] = f"KV caches need {need / 2**30:.1f} GiB, more than the free memory"
             elif step.left() < 20:
                 row["skipped"] = "time box"
@@ -90,11 +91,10 @@ def engine(step: Step, shape: str) -> None:
                     row |= measure_batch(codec, lm, batch, ticks, graphs)
                 except torch.cuda.OutOfMemoryError:
                     row["skipped"] = "out of GPU memory"
+            full = full or ("skipped" in row and "time" not in row["skipped"])
             rows.append(row)
             step.save(rows=rows)
             print(row, flush=True)
-            if "skipped" in row and "time" not in row["skipped"]:
-                break  # a larger batch needs more memory still
     best = {
         f"graphs_{'on' if g else 'off'}": max_sustained([r for r in rows if r["graphs"] == g]) for g in (1, 0)
     }
