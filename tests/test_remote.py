@@ -187,3 +187,28 @@ def test_bench_reports_the_dropped_conversation_and_runs_the_next() -> None:
     out, inp = _envelope(second.assistant), _envelope(user)
     corr = [float(np.corrcoef(inp[:-10], out[lag : lag + len(inp) - 10])[0, 1]) for lag in range(10)]
     assert DELAY <= int(np.argmax(corr)) <= DELAY + 3 and max(corr) > 0.9, corr
+
+
+def test_remote_hears_what_an_e2e_server_sends() -> None:
+    """Our server running the e2e engine (toy random weights, greedy, so deterministic): the remote
+    system's text is what a plain client of the same server receives for the same input."""
+    import asyncio
+
+    from e2e_voice.engine import DuplexEngine
+    from e2e_voice.lm.generate import GREEDY
+    from e2e_voice.serve.client import chat
+    from tests.test_engine import _models
+
+    codec, lm = _models()
+    engine = DuplexEngine(codec, lm, text_piece=lambda i: f"<{i}>", max_conversations=1, sampling=GREEDY)
+    user = _bursts(1.6)
+    with serving_in_thread(engine.open) as url:
+        direct = asyncio.run(chat(_ws(url), user, realtime=False, tail_seconds=0.0, timeout=60))
+        system = RemoteSystem(_ws(url))
+        try:
+            result = converse(system, user, max_tail_s=1.0, progress=False)
+        finally:
+            system.close()
+    heard = "".join(e.text for e in result.events if e.kind == "assistant_text")
+    sent = "".join(t for _, t in direct.texts)
+    assert sent and heard.startswith(sent), (heard, sent)  # the remote fed a tail, so it may hear more
