@@ -200,7 +200,7 @@ def test_remote_hears_what_an_e2e_server_sends() -> None:
     from tests.test_engine import _models
 
     codec, lm = _models()
-    engine = DuplexEngine(codec, lm, text_piece=lambda i: f"<{i}>", max_conversations=1, sampling=GREEDY)
+    engine = DuplexEngine(codec, lm, text_piece=lambda i: f"<{i}>", max_conversations=1, sampling=GREEDY)  # type: ignore[arg-type]
     user = _bursts(1.6)
     with serving_in_thread(engine.open) as url:
         direct = asyncio.run(chat(_ws(url), user, realtime=False, tail_seconds=0.0, timeout=60))
