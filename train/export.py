@@ -65,7 +65,7 @@ def export_lm(
     codec_checkpoint: str | Path | None,
     dtype: torch.dtype | None = torch.float16,
 ) -> Path:
-    """A ``train-lm`` run directory (or its ``checkpoint.pt``) -> an export directory.
+    """A ``train-lm`` run directory (or its ``checkpoint.pt`` or ``best.pt``) -> an export directory.
 
     Raises:
         FileNotFoundError: the run or the codec checkpoint is missing.
@@ -89,7 +89,9 @@ def export_lm(
     tok = ckpt.get("tokenizer")
     metrics = path.parent / "metrics.jsonl"
     last = json.loads(metrics.read_text().splitlines()[-1]) if metrics.is_file() else {}
-    source = {"run": str(path.parent), "step": int(ckpt["step"]), "last_metrics": last}
+    source = {"run": str(path.parent), "file": path.name, "step": int(ckpt["step"]), "last_metrics": last}
+    if ckpt.get("best"):  # best.pt (or a checkpoint that knows the best so far): which validation it was
+        source["best"] = ckpt["best"]
     return save_export(
         out_dir,
         ckpt["model"],
