@@ -29,8 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from e2e_voice.audio.io import AudioError, load_audio, resample
+from e2e_voice.audio.opus import opus_roundtrip
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
-from e2e_voice.demo import opus_roundtrip
 from e2e_voice.safety.watermark import StreamingWatermarker, Watermarker, load_watermarker
 from eval.machine import context_line, machine_context
 

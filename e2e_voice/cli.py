@@ -19,7 +19,7 @@ from e2e_voice.cli_help import header
 # name -> (module with a main(), one-line help). Hydra apps parse their own overrides.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("e2e_voice.assets.cli", "install, list and verify the offline model bundle"),
-    "demo": ("e2e_voice.demo", "answer a question offline: LLM -> Kokoro TTS -> codecs -> Whisper WER"),
+    "demo": ("eval.demo", "answer a question offline: LLM -> Kokoro TTS -> codecs -> Whisper WER"),
     "serve": ("e2e_voice.serve.app", "full-duplex websocket server (moshi protocol) and browser page"),
     "chat": ("e2e_voice.serve.chat", "talk to a running server with the local microphone and speakers"),
     "watermark": ("e2e_voice.safety.cli:watermark_main", "detect or embed Perth audio watermarks"),

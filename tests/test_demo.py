@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from e2e_voice.audio.opus import opus_roundtrip
 from e2e_voice.constants import CONFIG_DIR
-from e2e_voice.demo import opus_roundtrip, run
+from eval.demo import run
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The demo's held-out task questions (e2e_voice/demo_task.py): the drawing, the table, and one real run."""
+"""The demo's held-out task questions (eval/demo_task.py): the drawing, the table, and one real run."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from e2e_voice.audio.io import load_audio
 from e2e_voice.constants import CONFIG_DIR, SAMPLE_RATE
 from e2e_voice.data.task import CATEGORIES, answer_correct, task_items
-from e2e_voice.demo_task import (
+from e2e_voice.tts.engines import VoiceSpec
+from eval.demo_task import (
     FAST_ENGINES,
     TaskAnswer,
     TaskQuestion,
@@ -23,7 +24,6 @@ from e2e_voice.demo_task import (
     run_task,
     task_table,
 )
-from e2e_voice.tts.engines import VoiceSpec
 
 
 def _compose(overrides: list[str]) -> Any:
@@ -68,8 +68,8 @@ def test_task_table_reports_failures_and_silence() -> None:
 
 
 def test_demo_run_calls_task_part(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import e2e_voice.demo as demo
-    import e2e_voice.demo_task as demo_task
+    import eval.demo as demo
+    import eval.demo_task as demo_task
 
     monkeypatch.setattr(demo, "_pipeline", lambda cfg, out, rows: {"question": "q", "answer": "a"})
     monkeypatch.setattr(demo, "_print", lambda *a: None)
@@ -119,7 +119,7 @@ def test_task_part_runs_real_systems(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_ask_system_build_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    import e2e_voice.demo_task as demo_task
+    import eval.demo_task as demo_task
 
     def fail(name: str, seed: int) -> None:
         raise FileNotFoundError("checkpoints/lm_task missing")

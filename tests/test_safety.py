@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from e2e_voice.audio.io import save_audio
+from e2e_voice.audio.opus import opus_roundtrip
 from e2e_voice.constants import FRAME_SIZE, SAMPLE_RATE
-from e2e_voice.demo import opus_roundtrip
 from e2e_voice.safety.consent import ConsentError, ConsentRegistry
 from e2e_voice.safety.watermark import PerthWatermarker, StreamingWatermarker, WatermarkedSystem
 from e2e_voice.serve.loopback import LoopbackSystem

@@ -4,7 +4,7 @@ SmolLM2 answers a question, Kokoro speaks the answer, the speech goes through tw
 24 kHz as a browser would send it, and a Mimi codec from the ``codec`` config group), and Whisper base
 transcribes each version so the word error rate says what each step cost. Then (``demo.task_questions``)
 the e2e model and the cascade answer a few held-out spoken task questions side by side, on the real clock
-(``e2e_voice/demo_task.py``). Every number printed is measured in this run; the results land in
+(``eval/demo_task.py``). Every number printed is measured in this run; the results land in
 ``runs/demo/<time>/``.
 """
 
@@ -20,13 +20,13 @@ from typing import Any
 
 import hydra
 import numpy as np
-import sphn
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from e2e_voice.audio.io import save_audio
+from e2e_voice.audio.opus import opus_roundtrip
 from e2e_voice.constants import CONFIG_DIR, FRAME_SIZE, SAMPLE_RATE
 from e2e_voice.stt.whisper import word_error_rate
 
@@ -37,20 +37,6 @@ class Row:
     seconds: float
     detail: str
     wer: float | None = None
-
-
-def opus_roundtrip(audio: np.ndarray) -> np.ndarray:
-    """Stream ``[T]`` audio through Ogg/Opus in 80 ms frames (what the websocket protocol carries)."""
-    writer, reader = sphn.OpusStreamWriter(SAMPLE_RATE), sphn.OpusStreamReader(SAMPLE_RATE)
-    padded = np.pad(audio, (0, (-len(audio)) % FRAME_SIZE))
-    out = []
-    for i in range(0, len(padded), FRAME_SIZE):
-        data = writer.append_pcm(padded[i : i + FRAME_SIZE])
-        if data:
-            pcm = reader.append_bytes(data)
-            if pcm is not None and len(pcm):
-                out.append(pcm)
-    return np.concatenate(out)[: len(audio)] if out else np.zeros(0, np.float32)
 
 
 def mimi_roundtrip(codec: Any, audio: np.ndarray) -> tuple[np.ndarray, tuple[int, ...], float]:
@@ -77,7 +63,7 @@ def mimi_roundtrip(codec: Any, audio: np.ndarray) -> tuple[np.ndarray, tuple[int
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run the demo with a composed config, writing audio and ``summary.json`` to ``out_dir``.
 
-    With ``demo.task_questions > 0`` it ends with the held-out task questions (``e2e_voice/demo_task.py``),
+    With ``demo.task_questions > 0`` it ends with the held-out task questions (``eval/demo_task.py``),
     run once the pipeline's models are gone: a Whisper left alive would slow the e2e model (``WhisperSTT``).
     """
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
@@ -89,7 +75,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     _print(summary, rows, out_dir)
     if int(cfg.demo.get("task_questions") or 0) > 0:
-        from e2e_voice.demo_task import run_task
+        from eval.demo_task import run_task
 
         summary["task"] = run_task(cfg, out_dir)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
