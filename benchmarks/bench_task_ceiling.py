@@ -27,6 +27,7 @@ from e2e_voice.data import task
 from e2e_voice.data.align import trim
 from e2e_voice.stt.whisper import WhisperSTT
 from e2e_voice.tts.engines import VoiceSpec, synthesize
+from eval.machine import context_line, machine_context
 from eval.metrics import wer
 
 
@@ -103,7 +104,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| category | n | key phrase heard (resynthesis) |", "| --- | --- | --- |"]
     for c, v in s["by_category"].items():
         lines.append(f"| {c} | {v['n']} | {100 * v['resynthesis']:.1f} % |")
-    lines += ["", f"Judge: Whisper base, float32. {s['seconds']:.0f} s."]
+    lines += ["", f"Judge: Whisper base, float32. {s['seconds']:.0f} s.", "", context_line(s["machine"])]
     return "\n".join(lines) + "\n"
 
 
@@ -114,7 +115,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench")
     ns = parser.parse_args()
     torch.set_num_threads(2)
+    machine = machine_context(2)
     result = run(ns.answers, ns.codec, VoiceSpec("kokoro", "jm_kumo"))
+    result["summary"]["machine"] = machine
     ns.out.mkdir(parents=True, exist_ok=True)
     (ns.out / "task_ceiling.json").write_text(json.dumps(result, indent=1))
     text = markdown(result)
