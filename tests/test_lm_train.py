@@ -186,7 +186,7 @@ def test_two_process_data_parallel(tmp_path, streams_file):
     [
         pytest.param("lm_tiny_cpu", "tiny", 400, id="tiny-cpu"),
         pytest.param("lm_smol_gpu", "smol", 20000, id="smol-gpu"),
-        pytest.param("lm_task_cpu", "tiny", 5000, id="task-cpu"),
+        pytest.param("lm_task_cpu", "tiny", 4000, id="task-cpu"),
         pytest.param("lm_task_gpu", "tiny", 20000, id="task-gpu"),
     ],
 )
