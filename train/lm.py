@@ -348,6 +348,17 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         if run is not None:
             run.log(metrics, step=step)
 
+    def weights_state() -> dict[str, Any]:
+        """What the engine and the exporter read: weights, step, config, delays, tokenizer, best so far."""
+        return {
+            "model": _trainable_state(accelerator.unwrap_model(model)),
+            "step": step,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "lm_kwargs": {"delays": built.delays, "n_q": built.n_q},
+            "tokenizer": run_tokenizer.name if run_tokenizer is not None else None,
+            "best": best,
+        }
+
     def checkpoint() -> None:
         # Every rank's sampler position, so that each resumes its own shard exactly.
         sampler_states = accelerator.gather(
@@ -355,23 +366,17 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         )
         if not accelerator.is_main_process:
             return
-        unwrapped = accelerator.unwrap_model(model)
         save_checkpoint(
             out_dir / CHECKPOINT,
             {
-                "model": _trainable_state(unwrapped),
+                **weights_state(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "step": step,
                 "rng": rng_state(),
                 "sampler": [
                     {"epoch": int(e), "position": int(p), "seed": sampler.seed}
                     for e, p in sampler_states.tolist()
                 ],
-                "config": OmegaConf.to_container(cfg, resolve=True),
-                "lm_kwargs": {"delays": built.delays, "n_q": built.n_q},
-                "tokenizer": run_tokenizer.name if run_tokenizer is not None else None,
-                "best": best,
             },
         )
 
@@ -384,17 +389,7 @@ def _train(cfg: DictConfig, on_gpu: bool) -> dict[str, Any]:
         if best is not None and value >= float(best["value"]):
             return
         best = {"metric": best_metric, "value": value, "step": step}
-        save_checkpoint(
-            out_dir / BEST,
-            {
-                "model": _trainable_state(accelerator.unwrap_model(model)),
-                "step": step,
-                "config": OmegaConf.to_container(cfg, resolve=True),
-                "lm_kwargs": {"delays": built.delays, "n_q": built.n_q},
-                "tokenizer": run_tokenizer.name if run_tokenizer is not None else None,
-                "best": best,
-            },
-        )
+        save_checkpoint(out_dir / BEST, weights_state())
 
     data = batches(train_streams, sampler, int(tcfg.batch_size), seq_len)
     bar = tqdm(

@@ -465,8 +465,7 @@ class Speaker:
         t, tts = time.perf_counter(), self.timings["tts"]
         timed = self._bank_times().times(text)  # may synthesize the rest of its group first (counted as tts)
         self.timings["align"] += time.perf_counter() - t - (self.timings["tts"] - tts)
-        offset = self.settings.align_offsets.get(spec.engine)
-        return audio, timed if offset is None else apply_offset(timed, offset, len(audio) / SAMPLE_RATE)
+        return self._corrected(spec, (audio, timed))
 
     def _path(self, spec: VoiceSpec, text: str) -> Path:
         method = self.settings.alignment
@@ -506,10 +505,10 @@ class Speaker:
         return audio
 
     def _corrected(self, spec: VoiceSpec, clip: Clip) -> Clip:
+        """Whisper's times with the engine's measured offset added (``whisper`` and ``bank`` alignment)."""
         audio, timed = clip
-        offset = (
-            self.settings.align_offsets.get(spec.engine) if self.settings.alignment == "whisper" else None
-        )
+        whisper_times = self.settings.alignment in ("whisper", "bank")
+        offset = self.settings.align_offsets.get(spec.engine) if whisper_times else None
         if offset is None:
             return audio, list(timed)
         return audio, apply_offset(timed, offset, len(audio) / SAMPLE_RATE)
