@@ -31,7 +31,7 @@ from hydra import compose, initialize_config_dir
 
 from e2e_voice.constants import CONFIG_DIR, FRAME_SIZE, REPO_ROOT, SAMPLE_RATE
 from e2e_voice.serve.client import chat
-from e2e_voice.serve.fuzz import FuzzStats, run_broken_frames, run_fuzz
+from e2e_voice.serve.fuzz import FuzzStats, rss_mb, run_broken_frames, run_fuzz, settle_threads
 from e2e_voice.serve.loopback import LoopbackSystem
 from e2e_voice.serve.server import ACCESS_LOG_CLASS, ChatServer, ServeSettings
 from eval.machine import context_line, machine_context
@@ -50,16 +50,8 @@ class _Problems(logging.Handler):
         self.records.append(f"{record.name}: {record.getMessage()[:200]}")
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def _settle(baseline: int, timeout: float = 20.0) -> int:
-    deadline = time.monotonic() + timeout
-    while threading.active_count() > baseline and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return threading.active_count()
+def _settle(baseline: int) -> int:
+    return settle_threads(baseline, timeout=20.0, poll=0.1)
 
 
 async def _good_client(url: str, done: asyncio.Event) -> tuple[int, int, int]:
@@ -132,7 +124,7 @@ async def _phase(factory: Any, connections: int, seed: int, concurrency: int) ->
 def measure(name: str, factory: Any, connections: int, seed: int, concurrency: int) -> dict[str, Any]:
     problems = _Problems()
     logging.getLogger().addHandler(problems)
-    threads0, rss0 = threading.active_count(), _rss_mb()
+    threads0, rss0 = threading.active_count(), rss_mb()
     try:
         out = asyncio.run(_phase(factory, connections, seed, concurrency))
     finally:
@@ -153,7 +145,7 @@ def measure(name: str, factory: Any, connections: int, seed: int, concurrency: i
         "threads_before": threads0,
         "threads_after": threads1,
         "rss_mb_before": round(rss0, 1),
-        "rss_mb_after": round(_rss_mb(), 1),
+        "rss_mb_after": round(rss_mb(), 1),
         **out,
     }
 

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from e2e_voice.constants import CONFIG_DIR, FRAME_SIZE, SAMPLE_RATE
 from e2e_voice.serve import protocol
 from e2e_voice.serve.client import chat
-from e2e_voice.serve.fuzz import FuzzStats, opus_pages, run_broken_frames, run_fuzz
+from e2e_voice.serve.fuzz import FuzzStats, opus_pages, rss_mb, run_broken_frames, run_fuzz, settle_threads
 from e2e_voice.serve.loopback import LoopbackSystem
 from e2e_voice.serve.server import ServeSettings
 from e2e_voice.system import DuplexSystem
@@ -40,17 +40,8 @@ SETTINGS = ServeSettings(
 )
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
 def _settle(baseline: int, timeout: float = 10.0) -> int:
-    """Wait for worker threads to finish; returns the thread count (the baseline or what was left)."""
-    deadline = time.monotonic() + timeout
-    while threading.active_count() > baseline and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return threading.active_count()
+    return settle_threads(baseline, timeout, poll=0.05)
 
 
 def _tone(seconds: float, hz: float = 330.0) -> np.ndarray:
@@ -124,7 +115,7 @@ def test_fuzz_server_stays_up_and_the_good_client_keeps_its_audio(caplog: pytest
     threads0 = threading.active_count()
     run(20, seed=1)  # warm-up: imports, codec libraries, allocator pools
     assert _settle(threads0) <= threads0
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     out = run(400, seed=2)
     elapsed = time.perf_counter() - t0
@@ -152,7 +143,7 @@ def test_fuzz_server_stays_up_and_the_good_client_keeps_its_audio(caplog: pytest
     assert loop_errors == [], loop_errors
     assert _problems(caplog) == [], _problems(caplog)
     assert _settle(threads0) <= threads0, [t.name for t in threading.enumerate()]
-    assert _rss_mb() - rss0 < 40, (rss0, _rss_mb())
+    assert rss_mb() - rss0 < 40, (rss0, rss_mb())
     assert elapsed < 60, elapsed
 
 

@@ -15,8 +15,11 @@ import contextlib
 import os
 import random
 import struct
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -50,6 +53,31 @@ class FuzzStats:
         self.kinds.update(other.kinds)
         self.statuses.update(other.statuses)
         self.reasons.update(other.reasons)
+
+    def count_close(self, closed: bool, errors: list[Any], what: str) -> None:
+        """Count a connection the server closed: explained when an error message came first."""
+        if not closed:
+            return
+        self.refused += 1
+        if errors:
+            self.explained += 1
+            self.reasons[_reason(errors[0])] += 1
+        else:
+            self.unexplained.append(what)
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MiB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def settle_threads(baseline: int, timeout: float, poll: float) -> int:
+    """Wait for worker threads to finish; returns the thread count (the baseline or what was left)."""
+    deadline = time.monotonic() + timeout
+    while threading.active_count() > baseline and time.monotonic() < deadline:
+        time.sleep(poll)
+    return threading.active_count()
 
 
 def opus_pages(n: int = 8, seed: int = 0) -> list[bytes]:
@@ -163,13 +191,7 @@ async def fuzz_connection(
         stats.statuses[exc.status] += 1
         stats.explained += exc.status in (401, 429)  # both carry a JSON error body
         return stats
-    if closed:
-        stats.refused += 1
-        if errors:
-            stats.explained += 1
-            stats.reasons[_reason(errors[0])] += 1
-        else:
-            stats.unexplained.append(f"{style}: {sent[-5:]}")
+    stats.count_close(closed, errors, f"{style}: {sent[-5:]}")
     return stats
 
 
@@ -324,11 +346,5 @@ async def run_broken_frames(host: str, port: int, token: str) -> FuzzStats:
         stats.connections += 1
         stats.messages += 1
         stats.kinds[f"frame:{name}"] += 1
-        if closed:
-            stats.refused += 1
-            if errors:
-                stats.explained += 1
-                stats.reasons[_reason(errors[0])] += 1
-            else:
-                stats.unexplained.append(f"raw frame: {name}")
+        stats.count_close(closed, errors, f"raw frame: {name}")
     return stats
