@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from e2e_voice.constants import REPO_ROOT, SAMPLE_RATE
 from e2e_voice.data import task
@@ -49,13 +50,15 @@ def run(n: int, codec_path: str, voice: VoiceSpec) -> dict[str, Any]:
 
     items = sample_items(n)
     t0 = time.perf_counter()
-    clips = [trim(synthesize(voice, item.answer))[0] for item in items]
+    clips = [
+        trim(synthesize(voice, item.answer))[0] for item in tqdm(items, desc="speak answers", unit="answer")
+    ]
     codec = load_codec(codec_path).eval()
     resyn = [resynthesize(codec, c) for c in clips]
     del codec
     judge = WhisperSTT("whisper-base", compute_type="float32")  # after torch's work (see WhisperSTT)
     rows = []
-    for item, orig, rec in zip(items, clips, resyn):
+    for item, orig, rec in tqdm(list(zip(items, clips, resyn)), desc="judge", unit="answer"):
         heard_o = judge.transcribe(orig, SAMPLE_RATE)
         heard_r = judge.transcribe(rec, SAMPLE_RATE)
         rows.append(
